@@ -1,0 +1,1 @@
+"""Custom TFX components and the module code TFX components call."""

@@ -1,0 +1,103 @@
+"""The exported SavedModel: the serving contract every pushed model meets.
+
+Signatures (all share the Transform graph, so serving preprocesses exactly as training did):
+  serving_default     image_bytes: string [None] (encoded JPEG/PNG/GIF/BMP, any size)
+                      -> fake_probability: float32 [None], is_fake: int64 [None] (1 = fake)
+  serving_tf_example  examples: serialized tf.Example [None] -> the same outputs (TFMA uses it)
+  transform_features  examples: serialized tf.Example [None] -> the transformed features
+  metadata            () -> threshold, image_size, label_names
+`assets.extra/fakedetect.json` carries the same metadata for tools that do not load the graph.
+"""
+
+import json
+import os
+from typing import Any, Dict
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from components import features
+
+SERVING_SIGNATURE = 'serving_default'
+EXAMPLE_SIGNATURE = 'serving_tf_example'
+TRANSFORM_SIGNATURE = 'transform_features'
+METADATA_SIGNATURE = 'metadata'
+PROBABILITY_KEY = 'fake_probability'
+DECISION_KEY = 'is_fake'
+METADATA_FILE = os.path.join('assets.extra', 'fakedetect.json')
+
+
+class _ExportModule(tf.Module):
+  """Holds the model, the Transform layer and the decision threshold as tracked state."""
+
+  def __init__(self, model, tf_transform_output: tft.TFTransformOutput, threshold: float,
+               image_size: int):
+    super().__init__()
+    self.model = model
+    self.tft_layer = tf_transform_output.transform_features_layer()
+    self.threshold = tf.Variable(threshold, dtype=tf.float32, trainable=False, name='threshold')
+    self.image_size = tf.Variable(image_size, dtype=tf.int64, trainable=False, name='image_size')
+    raw_spec = tf_transform_output.raw_feature_spec()
+    raw_spec.pop(features.LABEL_KEY, None)
+    self._example_spec = raw_spec
+    self._image_shape = list(raw_spec[features.IMAGE_KEY].shape)
+
+  def _predict(self, raw_features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    transformed = self.tft_layer(raw_features)
+    image = transformed[features.TRANSFORMED_IMAGE_KEY]
+    probability = tf.reshape(self.model(image, training=False), [-1])
+    probability = tf.cast(probability, tf.float32)
+    return {
+        PROBABILITY_KEY: probability,
+        DECISION_KEY: tf.cast(probability >= self.threshold, tf.int64),
+    }
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
+  def serve_images(self, image_bytes):
+    # The Transform graph takes the feature as the schema declares it ([batch, 1] when dense).
+    shaped = tf.reshape(image_bytes, [-1] + self._image_shape)
+    return self._predict({features.IMAGE_KEY: shaped})
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  def serve_examples(self, serialized):
+    parsed = tf.io.parse_example(serialized, {features.IMAGE_KEY: self._example_spec[
+        features.IMAGE_KEY]})
+    return self._predict(parsed)
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  def transform_features(self, serialized):
+    raw_spec = dict(self._example_spec)
+    parsed = tf.io.parse_example(serialized, raw_spec)
+    return self.tft_layer(parsed)
+
+  @tf.function(input_signature=[])
+  def metadata(self):
+    return {
+        'threshold': tf.identity(self.threshold),
+        'image_size': tf.identity(self.image_size),
+        'label_names': tf.constant(list(features.LABEL_NAMES)),
+    }
+
+
+def export(model, tf_transform_output: tft.TFTransformOutput, export_dir: str, threshold: float,
+           image_size: int, extra_metadata: Dict[str, Any]) -> None:
+  """Saves the serving SavedModel (TF Serving layout is added by the Pusher's version folder)."""
+  module = _ExportModule(model, tf_transform_output, threshold, image_size)
+  signatures = {
+      SERVING_SIGNATURE: module.serve_images.get_concrete_function(),
+      EXAMPLE_SIGNATURE: module.serve_examples.get_concrete_function(),
+      TRANSFORM_SIGNATURE: module.transform_features.get_concrete_function(),
+      METADATA_SIGNATURE: module.metadata.get_concrete_function(),
+  }
+  tf.saved_model.save(module, export_dir, signatures=signatures)
+  metadata = dict(extra_metadata, threshold=float(threshold), image_size=int(image_size),
+                  label_names=list(features.LABEL_NAMES))
+  path = os.path.join(export_dir, METADATA_FILE)
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  with tf.io.gfile.GFile(path, 'w') as f:
+    f.write(json.dumps(metadata, indent=2, sort_keys=True))
+
+
+def read_metadata(model_dir: str) -> Dict[str, Any]:
+  with tf.io.gfile.GFile(os.path.join(model_dir, METADATA_FILE)) as f:
+    return json.loads(f.read())

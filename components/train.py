@@ -1,0 +1,233 @@
+"""Trainer and Tuner module: `run_fn` and `tuner_fn`, as the TFX Trainer and Tuner call them.
+
+`custom_config` carries the pipeline's config: {'image_size': int, 'train': TrainConfig as dict,
+'tuner': TunerConfig as dict}. Best hyperparameters from the Tuner, when present, win over the
+TrainConfig values of the same name.
+"""
+
+import json
+import os
+from typing import Any, Dict, List, Tuple
+
+from absl import logging
+import keras
+import keras_tuner
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+
+from components import features
+from components import model as model_lib
+from components import serve
+
+HISTORY_FILE = 'history.json'
+CURVES_FILE = 'training_curves.png'
+
+
+def _dataset(files: List[str], data_accessor, tf_transform_output: tft.TFTransformOutput,
+             batch_size: int, shuffle: bool, seed: int, shuffle_labels: bool = False
+             ) -> tf.data.Dataset:
+  """(image, label) batches of one pass over the files; Keras' epochs do the repeating."""
+  dataset = data_accessor.tf_dataset_factory(
+      files,
+      tfxio.TensorFlowDatasetOptions(
+          batch_size=batch_size, label_key=features.TRANSFORMED_LABEL_KEY, num_epochs=1,
+          shuffle=shuffle, shuffle_seed=seed),
+      tf_transform_output.transformed_metadata.schema)
+
+  def _to_pair(transformed, label):
+    label = tf.cast(tf.reshape(label, [-1]), tf.float32)
+    if shuffle_labels:  # fault injection for gate tests: the model can learn nothing
+      label = tf.random.shuffle(label, seed=seed)
+    return transformed[features.TRANSFORMED_IMAGE_KEY], label
+
+  return dataset.map(_to_pair, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def augmented(dataset: tf.data.Dataset, hparams: Dict[str, Any]) -> tf.data.Dataset:
+  """The training input with augmentation; evaluation and serving never pass through here."""
+  augment = model_lib.augmentation_from_hparams(hparams)
+  if not augment.layers:
+    return dataset
+  return dataset.map(lambda x, y: (tf.clip_by_value(augment(x, training=True), 0.0, 1.0), y),
+                     num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _hparams(fn_args: tfx.components.FnArgs) -> Dict[str, Any]:
+  hparams = {name: fn_args.custom_config['train'][name] for name in model_lib.HPARAM_NAMES}
+  if fn_args.hyperparameters:
+    best = keras_tuner.HyperParameters.from_config(fn_args.hyperparameters).values
+    hparams.update({k: v for k, v in best.items() if k in hparams})
+    logging.info('Using the Tuner\'s best hyperparameters: %s', best)
+  return hparams
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+  """MirroredStrategy over several GPUs, mixed precision on GPU, every core on CPU."""
+  gpus = tf.config.list_physical_devices('GPU')
+  if gpus:
+    keras.mixed_precision.set_global_policy('mixed_float16')
+  if len(gpus) > 1:
+    strategy = tf.distribute.MirroredStrategy()
+  else:
+    strategy = tf.distribute.get_strategy()
+  # TF's default thread pools (0 = one per core) already use every CPU core.
+  logging.info('Training on %s (%d GPU(s) visible, %d CPU cores, strategy %s).',
+               'GPU' if gpus else 'CPU', len(gpus), os.cpu_count() or 1,
+               type(strategy).__name__)
+  return strategy
+
+
+def choose_threshold(labels: np.ndarray, probabilities: np.ndarray, metric: str) -> float:
+  """The decision threshold maximising F1 or balanced accuracy over the given (eval) split."""
+  labels = np.asarray(labels).astype(int).ravel()
+  probabilities = np.asarray(probabilities, dtype=np.float64).ravel()
+  positives = labels.sum()
+  negatives = len(labels) - positives
+  if positives == 0 or negatives == 0:
+    return 0.5
+  order = np.argsort(-probabilities)
+  sorted_probs = probabilities[order]
+  true_pos = np.cumsum(labels[order])
+  false_pos = np.cumsum(1 - labels[order])
+  # Candidate k predicts the top k+1 as fake; only the last of a run of ties is a valid cut.
+  last_of_tie = np.append(sorted_probs[1:] != sorted_probs[:-1], True)
+  if metric == 'f1':
+    score = 2 * true_pos / (true_pos + false_pos + positives)
+  else:
+    score = 0.5 * (true_pos / positives + (negatives - false_pos) / negatives)
+  score = np.where(last_of_tie, score, -1)
+  best = int(np.argmax(score))
+  below = sorted_probs[best + 1] if best + 1 < len(sorted_probs) else 0.0
+  return float((sorted_probs[best] + below) / 2)
+
+
+def _predict(model: keras.Model, dataset: tf.data.Dataset) -> Tuple[np.ndarray, np.ndarray]:
+  labels, probabilities = [], []
+  for images, batch_labels in dataset:
+    probabilities.append(model(images, training=False).numpy().ravel())
+    labels.append(batch_labels.numpy().ravel())
+  return np.concatenate(labels), np.concatenate(probabilities)
+
+
+def _plot_curves(history: Dict[str, List[float]], path: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  for ax, metric in zip(axes, ('loss', 'accuracy')):
+    epochs = range(1, len(history.get(metric, [])) + 1)
+    ax.plot(epochs, history.get(metric, []), label='train')
+    ax.plot(epochs, history.get('val_' + metric, []), label='validation')
+    ax.set_xlabel('epoch')
+    ax.set_title(metric)
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+  """Trains with early stopping, picks the decision threshold on eval, exports for serving."""
+  config = fn_args.custom_config
+  train_config = config['train']
+  image_size = int(config['image_size'])
+  keras.utils.set_random_seed(int(train_config['seed']))
+  tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
+  batch_size = int(train_config['batch_size'])
+  train_set = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+                       batch_size, shuffle=True, seed=int(train_config['seed']),
+                       shuffle_labels=bool(train_config['shuffle_labels']))
+  eval_set = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
+                      batch_size, shuffle=False, seed=0)
+
+  hparams = _hparams(fn_args)
+  with distribution_strategy().scope():
+    model = model_lib.build_from_hparams(image_size, hparams)
+  model.summary(print_fn=logging.info)
+
+  callbacks = [
+      keras.callbacks.EarlyStopping(
+          monitor='val_loss', patience=int(train_config['early_stopping_patience']),
+          restore_best_weights=True),
+      keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+  ]
+  history = model.fit(augmented(train_set, hparams), validation_data=eval_set, epochs=int(train_config['epochs']),
+                      callbacks=callbacks, verbose=2)
+
+  labels, probabilities = _predict(model, eval_set)
+  threshold = choose_threshold(labels, probabilities, train_config['threshold_metric'])
+  logging.info('Decision threshold %.4f (best %s on the eval split).', threshold,
+               train_config['threshold_metric'])
+
+  tf.io.gfile.makedirs(fn_args.model_run_dir)
+  record = {
+      'history': {k: [float(v) for v in vs] for k, vs in history.history.items()},
+      'epochs_run': len(history.history.get('loss', [])),
+      'hyperparameters': hparams,
+      'threshold': threshold,
+  }
+  with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), 'w') as f:
+    f.write(json.dumps(record, indent=2))
+  _plot_curves(record['history'], os.path.join(fn_args.model_run_dir, CURVES_FILE))
+
+  serve.export(model, tf_transform_output, fn_args.serving_model_dir, threshold, image_size,
+               extra_metadata={'hyperparameters': hparams,
+                               'epochs_run': record['epochs_run'],
+                               'threshold_metric': train_config['threshold_metric']})
+
+
+class _HyperModel(keras_tuner.HyperModel):
+  """The search space: learning rate, width, depth, dropout and augmentation strength."""
+
+  def __init__(self, image_size: int, train_config: Dict[str, Any]):
+    super().__init__()
+    self._image_size = image_size
+    self._train_config = train_config
+
+  def _values(self, hp: keras_tuner.HyperParameters) -> Dict[str, Any]:
+    return {
+        'learning_rate': hp.Float('learning_rate', 1e-3, 1e-2, sampling='log'),
+        'width': hp.Choice('width', [16, 32, 48]),
+        'depth': hp.Int('depth', 2, 4),
+        'dropout': hp.Float('dropout', 0.1, 0.5, step=0.1),
+        'flip': self._train_config['flip'],
+        'rotation': hp.Choice('rotation', [0.0, 0.02, 0.05]),
+        'color_jitter': hp.Choice('color_jitter', [0.0, 0.1, 0.2]),
+    }
+
+  def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+    return model_lib.build_from_hparams(self._image_size, self._values(hp))
+
+  def fit(self, hp, model, x, *args, **kwargs):  # pylint: disable=arguments-differ
+    return model.fit(augmented(x, self._values(hp)), *args, **kwargs)
+
+
+def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
+  """A RandomSearch on val_loss within the configured trial budget."""
+  config = fn_args.custom_config
+  train_config, tuner_config = config['train'], config['tuner']
+  image_size = int(config['image_size'])
+  tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
+  batch_size = int(train_config['batch_size'])
+  tuner = keras_tuner.RandomSearch(
+      _HyperModel(image_size, train_config),
+      objective=keras_tuner.Objective('val_loss', 'min'),
+      max_trials=int(tuner_config['max_trials']),
+      seed=int(train_config['seed']),
+      directory=fn_args.working_dir,
+      project_name='fakedetect_tuning')
+  train_set = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+                       batch_size, shuffle=True, seed=int(train_config['seed']))
+  eval_set = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
+                      batch_size, shuffle=False, seed=0)
+  return tfx.components.TunerFnResult(
+      tuner=tuner,
+      fit_kwargs={
+          'x': train_set,
+          'validation_data': eval_set,
+          'epochs': int(tuner_config['epochs_per_trial']),
+          'callbacks': [keras.callbacks.EarlyStopping(monitor='val_loss', patience=2)],
+      })

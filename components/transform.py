@@ -1,0 +1,25 @@
+"""Transform module: raw examples -> model input, one graph for training and serving.
+
+The Transform component runs `preprocessing_fn` over the data and saves it as a TF graph; the
+Trainer bakes that graph into every exported signature, so serving decodes and scales exactly as
+training did.
+"""
+
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+
+from components import features
+
+
+def preprocessing_fn(inputs: Dict[str, tf.Tensor],
+                     custom_config: Optional[Dict[str, Any]] = None) -> Dict[str, tf.Tensor]:
+  """Decodes, resizes to the configured size and scales to [0, 1]; passes the label through."""
+  image_size = int((custom_config or {}).get('image_size', features.DEFAULT_IMAGE_SIZE))
+  outputs = {
+      features.TRANSFORMED_IMAGE_KEY:
+          features.decode_and_resize(inputs[features.IMAGE_KEY], image_size),
+  }
+  if features.LABEL_KEY in inputs:  # absent when serving
+    outputs[features.TRANSFORMED_LABEL_KEY] = tf.reshape(inputs[features.LABEL_KEY], [-1])
+  return outputs

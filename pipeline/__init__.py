@@ -1,0 +1,1 @@
+"""The fakedetect pipeline: its config, DAG, runners and command line."""

@@ -1,0 +1,146 @@
+"""`fakedetect`: the command line. User mistakes end in a message that says what to do, not a traceback."""
+
+import logging
+import os
+import sys
+import time
+import warnings
+
+import click
+
+from pipeline import config as config_lib
+
+DEFAULT_DEMO_DIR = 'demo_data'
+
+
+class UserError(click.ClickException):
+  """A problem the user can fix; click prints the message and exits 1."""
+
+
+def _quiet_imports() -> None:
+  # google-api-core warns about Python 3.10 at import; TF logs device chatter at level 0-1.
+  warnings.filterwarnings('ignore', category=FutureWarning)
+  warnings.filterwarnings('ignore', category=DeprecationWarning)
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+
+def _log_to_file(output_dir: str) -> str:
+  """Sends absl/TFX/Beam logging to a file so the console keeps to progress and results."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  log_dir = os.path.join(os.path.abspath(output_dir), 'logs')
+  os.makedirs(log_dir, exist_ok=True)
+  path = os.path.join(log_dir, time.strftime('run-%Y%m%d-%H%M%S.log'))
+  handler = logging.FileHandler(path, encoding='utf-8')
+  handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+  root = logging.getLogger()
+  for existing in list(root.handlers):
+    root.removeHandler(existing)
+  root.addHandler(handler)
+  root.setLevel(logging.INFO)
+  absl_logging.use_absl_handler = lambda: None
+  absl_logging.set_verbosity(absl_logging.INFO)
+  absl_logging.get_absl_handler().setLevel(logging.CRITICAL + 1)
+  return path
+
+
+@click.group(context_settings={'help_option_names': ['-h', '--help']})
+def main() -> None:
+  """Train, gate and ship a real-vs-generated image detector with TFX."""
+  _quiet_imports()
+
+
+@main.command('demo-data')
+@click.argument('out_dir', default=DEFAULT_DEMO_DIR, type=click.Path(file_okay=False))
+@click.option('--per-class', default=300, show_default=True, help='Images per class.')
+@click.option('--seed', default=0, show_default=True)
+@click.option('--no-broken', is_flag=True, help='Leave out the deliberately broken files.')
+def demo_data(out_dir: str, per_class: int, seed: int, no_broken: bool) -> None:
+  """Write the deterministic demo set (real/ and fake/<generator>/) into OUT_DIR."""
+  from components.datasets import demo  # pylint: disable=g-import-not-at-top
+  if per_class < 2:
+    raise UserError('--per-class must be at least 2 (each split needs both classes).')
+  try:
+    result = demo.generate(out_dir, per_class=per_class, seed=seed, broken=not no_broken,
+                           progress=True)
+  except (ValueError, OSError) as e:
+    raise UserError(str(e)) from None
+  click.echo(f"Wrote {result['real']} real and {result['fake']} fake images"
+             f"{' and ' + str(len(result['broken'])) + ' broken files' if result['broken'] else ''}"
+             f' to {os.path.abspath(out_dir)}')
+
+
+def _build_config(data: str, output: str, settings, no_cache: bool, tune: bool
+                  ) -> config_lib.PipelineConfig:
+  config = config_lib.PipelineConfig(output_dir=output, enable_cache=not no_cache)
+  config.data.data_dir = data
+  config.tuner.enabled = tune
+  try:
+    config = config.with_overrides(list(settings))
+  except config_lib.ConfigError as e:
+    raise UserError(str(e)) from None
+  problem = config_lib.validate(config)
+  if problem:
+    raise UserError(problem)
+  return config
+
+
+@main.command()
+@click.option('--data', default=None, type=click.Path(file_okay=False),
+              help=f'Folder of labelled images. Default: the demo set in ./{DEFAULT_DEMO_DIR}, '
+              'generated when missing.')
+@click.option('--output', default='outputs', show_default=True, type=click.Path(file_okay=False),
+              help='Where the run keeps metadata, artifacts, logs, summary.json and serving_model/.')
+@click.option('--set', 'settings', multiple=True, metavar='SECTION.FIELD=VALUE',
+              help='Override a config value, e.g. --set train.epochs=5 (repeatable).')
+@click.option('--tune', is_flag=True, help='Run the keras-tuner search before training.')
+@click.option('--no-cache', is_flag=True, help='Re-run every component even if cached.')
+def run(data, output, settings, tune, no_cache) -> None:
+  """Run the whole pipeline: ingest, validate, transform, train, evaluate, push."""
+  if data is None:
+    data = DEFAULT_DEMO_DIR
+    if not os.path.isdir(data):
+      click.echo(f'No --data given: generating the demo set in ./{data} first.', err=True)
+      from components.datasets import demo  # pylint: disable=g-import-not-at-top
+      demo.generate(data, progress=True)
+  if not os.path.isdir(data):
+    raise UserError(f'--data {data!r} is not a folder. Point it at a folder of labelled images '
+                    '(e.g. real/ and fake/ sub-folders), or run `fakedetect demo-data` first.')
+  config = _build_config(data, output, settings, no_cache, tune)
+  _check_layout(config.data.data_dir)
+  os.makedirs(config.output_dir, exist_ok=True)
+  log_path = _log_to_file(config.output_dir)
+  click.echo(f'Running pipeline {config.name!r} on {os.path.abspath(data)}; '
+             f'details in {log_path}', err=True)
+
+  from pipeline import runner  # pylint: disable=g-import-not-at-top
+  from pipeline import summary as summary_lib  # pylint: disable=g-import-not-at-top
+  try:
+    runner.run(config)
+  except Exception as e:  # pylint: disable=broad-except
+    message = _root_message(e)
+    raise UserError(f'The pipeline failed: {message}\nFull log: {log_path}') from None
+  result = summary_lib.collect(config)
+  summary_lib.write(result, config.summary_path)
+  click.echo(summary_lib.render(result))
+  click.echo(f'summary: {config.summary_path}')
+
+
+def _check_layout(data_dir: str) -> None:
+  """Fails fast, before TFX starts, on a folder whose layout cannot be read."""
+  from components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
+  try:
+    layouts.detect(data_dir)
+  except ValueError as e:
+    raise UserError(str(e)) from None
+
+
+def _root_message(error: BaseException) -> str:
+  """The innermost message: Beam and TFX wrap a component's error several times."""
+  while error.__cause__ is not None or error.__context__ is not None:
+    error = error.__cause__ or error.__context__
+  text = str(error).strip().splitlines()
+  return text[-1] if text else type(error).__name__
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,169 @@
+"""The pipeline's whole configuration, typed, in one place.
+
+Every knob a user may turn lives here with its default; the CLI only fills these dataclasses
+(`--set section.field=value`), and the pipeline passes the relevant parts to each component.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+from components import features
+
+
+@dataclasses.dataclass
+class DataConfig:
+  data_dir: str = ''
+  # Content-hash split of folders that do not bring their own splits (percent).
+  train_percent: int = 70
+  eval_percent: int = 15
+  test_percent: int = 15
+  max_pixels: int = 50_000_000  # decompression-bomb limit, per image
+  schema_dir: str = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                 'schema')
+  use_curated_schema: bool = True  # False: SchemaGen infers one (to start a new curated schema)
+
+  def split_ratios(self) -> Dict[str, int]:
+    return {'train': self.train_percent, 'eval': self.eval_percent, 'test': self.test_percent}
+
+
+@dataclasses.dataclass
+class ImageConfig:
+  size: int = features.DEFAULT_IMAGE_SIZE  # every image is resized to size x size
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  epochs: int = 15
+  batch_size: int = 32  # 32 or 64, per the recipe
+  learning_rate: float = 3e-3
+  width: int = 32  # filters of the first conv block; doubles per block
+  depth: int = 3  # conv blocks
+  dropout: float = 0.3
+  early_stopping_patience: int = 3
+  # Augmentation, training input only.
+  flip: bool = True
+  rotation: float = 0.02  # fraction of a full turn
+  color_jitter: float = 0.1
+  # Decision threshold chosen on the eval split: 'f1' or 'balanced_accuracy'.
+  threshold_metric: str = 'f1'
+  # Fault injection for testing the quality gate: train on shuffled labels.
+  shuffle_labels: bool = False
+  seed: int = 0
+
+
+@dataclasses.dataclass
+class TunerConfig:
+  enabled: bool = False
+  max_trials: int = 6
+  epochs_per_trial: int = 3
+
+
+@dataclasses.dataclass
+class GateConfig:
+  """What the Evaluator demands before blessing (and the Pusher pushing) a model."""
+  min_precision: float = 0.8
+  min_recall: float = 0.8
+  # The candidate may not lose more than this much accuracy against the last blessed model.
+  max_accuracy_drop: float = 0.01
+  eval_split: str = 'test'  # never seen by training, tuning or threshold selection
+  slice_features: List[str] = dataclasses.field(
+      default_factory=lambda: [features.SOURCE_KEY, features.FORMAT_KEY,
+                               features.SIZE_BUCKET_KEY])
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+  name: str = 'fakedetect'
+  model_name: str = 'fakedetect'
+  output_dir: str = 'outputs'
+  enable_cache: bool = True
+  beam_pipeline_args: List[str] = dataclasses.field(default_factory=list)
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  image: ImageConfig = dataclasses.field(default_factory=ImageConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  tuner: TunerConfig = dataclasses.field(default_factory=TunerConfig)
+  gate: GateConfig = dataclasses.field(default_factory=GateConfig)
+
+  @property
+  def pipeline_root(self) -> str:
+    return os.path.join(os.path.abspath(self.output_dir), 'tfx')
+
+  @property
+  def metadata_path(self) -> str:
+    return os.path.join(os.path.abspath(self.output_dir), 'metadata.sqlite')
+
+  @property
+  def serving_dir(self) -> str:
+    return os.path.join(os.path.abspath(self.output_dir), 'serving_model', self.model_name)
+
+  @property
+  def summary_path(self) -> str:
+    return os.path.join(os.path.abspath(self.output_dir), 'summary.json')
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def with_overrides(self, overrides: List[str]) -> 'PipelineConfig':
+    """Applies `section.field=value` strings, typed by the dataclass fields."""
+    config = self
+    for item in overrides:
+      key, sep, raw = item.partition('=')
+      if not sep:
+        raise ConfigError(f'--set expects section.field=value, got {item!r}.')
+      config = _set(config, key.strip().split('.'), raw.strip(), key)
+    return config
+
+
+class ConfigError(ValueError):
+  """A user's configuration is wrong; the message says how to fix it."""
+
+
+def _set(obj: Any, path: List[str], raw: str, full_key: str) -> Any:
+  names = {f.name: f for f in dataclasses.fields(obj)}
+  if path[0] not in names:
+    raise ConfigError(f'Unknown setting {full_key!r}; known here: {", ".join(sorted(names))}.')
+  current = getattr(obj, path[0])
+  if len(path) > 1:
+    if not dataclasses.is_dataclass(current):
+      raise ConfigError(f'{full_key!r}: {path[0]!r} has no sub-settings.')
+    return dataclasses.replace(obj, **{path[0]: _set(current, path[1:], raw, full_key)})
+  if dataclasses.is_dataclass(current):
+    raise ConfigError(f'{full_key!r} is a section; name one of its fields.')
+  return dataclasses.replace(obj, **{path[0]: _parse(current, raw, full_key)})
+
+
+def _parse(current: Any, raw: str, key: str) -> Any:
+  try:
+    if isinstance(current, bool):
+      if raw.lower() not in ('true', 'false', '1', '0', 'yes', 'no'):
+        raise ValueError(raw)
+      return raw.lower() in ('true', '1', 'yes')
+    if isinstance(current, int):
+      return int(raw)
+    if isinstance(current, float):
+      return float(raw)
+    if isinstance(current, list):
+      value = json.loads(raw) if raw.startswith('[') else [v for v in raw.split(',') if v]
+      return list(value)
+    return raw
+  except ValueError:
+    raise ConfigError(
+        f'{key}={raw!r} is not a valid {type(current).__name__}.') from None
+
+
+def validate(config: PipelineConfig) -> Optional[str]:
+  """Returns what is wrong with a config, in words a user can act on, or None."""
+  split = config.data
+  if split.train_percent <= 0 or split.eval_percent <= 0 or split.test_percent < 0:
+    return 'data.train_percent and data.eval_percent must be positive, data.test_percent >= 0.'
+  if config.train.batch_size <= 0 or config.train.epochs <= 0:
+    return 'train.batch_size and train.epochs must be positive.'
+  if not 8 <= config.image.size <= 1024:
+    return f'image.size={config.image.size} is outside 8..1024.'
+  if config.train.threshold_metric not in ('f1', 'balanced_accuracy'):
+    return "train.threshold_metric must be 'f1' or 'balanced_accuracy'."
+  if config.gate.eval_split == 'test' and split.test_percent == 0:
+    return 'gate.eval_split is test but data.test_percent is 0: give the test split a share.'
+  return None

@@ -1,0 +1,132 @@
+"""Builds the TFX DAG from a PipelineConfig, as TFX's penguin example does.
+
+ImageExampleGen -> StatisticsGen -> ImportSchemaGen (curated schema/) or SchemaGen
+-> ExampleValidator -> Transform -> [Tuner] -> Trainer -> Resolver(latest blessed) -> Evaluator
+-> Pusher. Runner-agnostic: BeamDagRunner runs it here, KubeflowV2DagRunner compiles it.
+"""
+
+import json
+import os
+from typing import List
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+
+from components import features
+from components import serve
+from components.image_example_gen import ImageExampleGen
+from pipeline.config import PipelineConfig
+
+_COMPONENTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               'components')
+TRANSFORM_MODULE = os.path.join(_COMPONENTS_DIR, 'transform.py')
+TRAIN_MODULE = os.path.join(_COMPONENTS_DIR, 'train.py')
+SCHEMA_FILE = 'schema.pbtxt'
+
+
+def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+  """Metrics overall and per slice; the gate is value bars plus a no-regression bar."""
+  gate = config.gate
+  lower_bound = lambda v: tfma.MetricThreshold(  # pylint: disable=g-long-lambda
+      value_threshold=tfma.GenericValueThreshold(lower_bound={'value': v}))
+  no_regression = tfma.MetricThreshold(
+      change_threshold=tfma.GenericChangeThreshold(
+          direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+          absolute={'value': -gate.max_accuracy_drop}))
+  metrics = [
+      tfma.MetricConfig(class_name='ExampleCount'),
+      tfma.MetricConfig(class_name='BinaryAccuracy', threshold=no_regression),
+      tfma.MetricConfig(class_name='Precision', threshold=lower_bound(gate.min_precision)),
+      tfma.MetricConfig(class_name='Recall', threshold=lower_bound(gate.min_recall)),
+      tfma.MetricConfig(class_name='F1Score'),
+      tfma.MetricConfig(class_name='AUC', config=json.dumps({'name': 'auc'})),
+      tfma.MetricConfig(class_name='AUC',
+                        config=json.dumps({'name': 'pr_auc', 'curve': 'PR'})),
+      tfma.MetricConfig(class_name='MeanLabel'),
+      tfma.MetricConfig(class_name='MeanPrediction'),
+      tfma.MetricConfig(class_name='Calibration'),
+      tfma.MetricConfig(class_name='ConfusionMatrixPlot'),
+      tfma.MetricConfig(class_name='CalibrationPlot'),
+  ]
+  return tfma.EvalConfig(
+      model_specs=[tfma.ModelSpec(
+          signature_name=serve.EXAMPLE_SIGNATURE,
+          label_key=features.LABEL_KEY,
+          prediction_key=serve.PROBABILITY_KEY)],
+      slicing_specs=[tfma.SlicingSpec()] + [
+          tfma.SlicingSpec(feature_keys=[key]) for key in gate.slice_features],
+      metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
+
+
+def _module_config(config: PipelineConfig) -> dict:
+  return {'image_size': config.image.size,
+          'train': config.to_dict()['train'],
+          'tuner': config.to_dict()['tuner']}
+
+
+def create_components(config: PipelineConfig) -> List[tfx.types.BaseNode]:
+  example_gen = ImageExampleGen(
+      data_dir=os.path.abspath(config.data.data_dir),
+      split_ratios=json.dumps(config.data.split_ratios()),
+      max_pixels=config.data.max_pixels)
+  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
+  curated = os.path.join(config.data.schema_dir, SCHEMA_FILE)
+  if config.data.use_curated_schema:
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=curated)
+  else:
+    schema_gen = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True)
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
+  transform = tfx.components.Transform(
+      examples=example_gen.outputs['examples'],
+      schema=schema_gen.outputs['schema'],
+      module_file=TRANSFORM_MODULE,
+      custom_config={'image_size': config.image.size})
+  module_config = _module_config(config)
+  tuner = None
+  if config.tuner.enabled:
+    tuner = tfx.components.Tuner(
+        module_file=TRAIN_MODULE,
+        examples=transform.outputs['transformed_examples'],
+        transform_graph=transform.outputs['transform_graph'],
+        schema=schema_gen.outputs['schema'],
+        custom_config=module_config)
+  trainer = tfx.components.Trainer(
+      module_file=TRAIN_MODULE,
+      examples=transform.outputs['transformed_examples'],
+      transform_graph=transform.outputs['transform_graph'],
+      schema=schema_gen.outputs['schema'],
+      hyperparameters=tuner.outputs['best_hyperparameters'] if tuner else None,
+      custom_config=module_config)
+  model_resolver = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+  ).with_id('latest_blessed_model_resolver')
+  evaluator = tfx.components.Evaluator(
+      examples=example_gen.outputs['examples'],
+      model=trainer.outputs['model'],
+      baseline_model=model_resolver.outputs['model'],
+      schema=schema_gen.outputs['schema'],
+      example_splits=[config.gate.eval_split],
+      eval_config=eval_config(config))
+  pusher = tfx.components.Pusher(
+      model=trainer.outputs['model'],
+      model_blessing=evaluator.outputs['blessing'],
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)))
+  nodes = [example_gen, statistics_gen, schema_gen, example_validator, transform, tuner,
+           trainer, model_resolver, evaluator, pusher]
+  return [node for node in nodes if node is not None]
+
+
+def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+  return tfx.dsl.Pipeline(
+      pipeline_name=config.name,
+      pipeline_root=config.pipeline_root,
+      components=create_components(config),
+      enable_cache=config.enable_cache,
+      metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+          config.metadata_path),
+      beam_pipeline_args=list(config.beam_pipeline_args))

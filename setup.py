@@ -1,0 +1,27 @@
+"""fakedetect: a TFX pipeline that trains, gates and ships a real-vs-generated image detector.
+
+Install with `make` (it pins the whole stack from requirements.lock); `pip install -e .` alone
+leaves the stack's versions to the resolver, which TFX 1.16 does not survive unpinned.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name='fakedetect',
+    version='0.1.0',
+    description='TFX pipeline: real vs AI-generated image detection, gated and served.',
+    python_requires='>=3.10,<3.11',
+    packages=find_packages(include=['pipeline', 'pipeline.*', 'components', 'components.*']),
+    install_requires=[
+        'tfx==1.16.0',
+        'apache-beam[gcp]==2.59.0',
+        'keras==3.6.0',
+        'keras-tuner==1.4.7',
+        'pillow',
+        'matplotlib',
+        'tqdm',
+        'click',
+    ],
+    extras_require={'kubeflow': ['kfp==2.5.0', 'kfp-pipeline-spec==0.2.2']},
+    entry_points={'console_scripts': ['fakedetect=pipeline.cli:main']},
+)

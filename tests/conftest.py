@@ -1,0 +1,53 @@
+"""Shared test fixtures: real encoded images and a real Transform output built with TFT."""
+
+import io
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+warnings.filterwarnings('ignore', category=FutureWarning)
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+
+def encode_image(array: np.ndarray, fmt: str = 'PNG', **save_args) -> bytes:
+  """Encodes a uint8/uint16 array with Pillow, as a user's file would be."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  buffer = io.BytesIO()
+  Image.fromarray(array).save(buffer, format=fmt, **save_args)
+  return buffer.getvalue()
+
+
+def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+  return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope='session')
+def transform_output_dir(tmp_path_factory):
+  """Runs the project's preprocessing_fn through tf.Transform on a handful of real images."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_transform.beam as tft_beam  # pylint: disable=g-import-not-at-top
+  from tensorflow_transform.tf_metadata import dataset_metadata  # pylint: disable=g-import-not-at-top
+  from tensorflow_transform.tf_metadata import metadata_io  # pylint: disable=g-import-not-at-top
+  from tensorflow_transform.tf_metadata import schema_utils  # pylint: disable=g-import-not-at-top
+
+  from components import features  # pylint: disable=g-import-not-at-top
+  from components import transform  # pylint: disable=g-import-not-at-top
+
+  root = tmp_path_factory.mktemp('transform')
+  spec = {
+      features.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
+      features.LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64),
+  }
+  metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
+  rows = [{features.IMAGE_KEY: [encode_image(random_image(20 + i, 30, i), 'PNG')],
+           features.LABEL_KEY: [i % 2]} for i in range(6)]
+  output_dir = str(root / 'transform_output')
+  with tft_beam.Context(temp_dir=str(root / 'tmp')):
+    (transformed, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
+        lambda inputs: transform.preprocessing_fn(inputs, {'image_size': 16}))
+    _ = transform_fn | tft_beam.WriteTransformFn(output_dir)
+  # The Transform component also records the raw schema; serving reads it from there.
+  metadata_io.write_metadata(metadata, os.path.join(output_dir, 'metadata'))
+  return output_dir, transformed
