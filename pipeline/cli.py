@@ -1,5 +1,6 @@
 """`fakedetect`: the command line. User mistakes end in a message that says what to do, not a traceback."""
 
+import contextlib
 import logging
 import os
 import sys
@@ -37,6 +38,13 @@ def _log_to_file(output_dir: str) -> str:
     root.removeHandler(existing)
   root.addHandler(handler)
   root.setLevel(logging.INFO)
+  # Library warnings (TFMA's divide-by-zero on empty slices, deprecations) go to the log too.
+  logging.captureWarnings(True)
+  warnings.simplefilter('default')
+  tf_logger = logging.getLogger('tensorflow')
+  for existing in list(tf_logger.handlers):
+    tf_logger.removeHandler(existing)
+  tf_logger.propagate = True
   absl_logging.use_absl_handler = lambda: None
   absl_logging.set_verbosity(absl_logging.INFO)
   absl_logging.get_absl_handler().setLevel(logging.CRITICAL + 1)
@@ -115,7 +123,8 @@ def run(data, output, settings, tune, no_cache) -> None:
   from pipeline import runner  # pylint: disable=g-import-not-at-top
   from pipeline import summary as summary_lib  # pylint: disable=g-import-not-at-top
   try:
-    runner.run(config)
+    with _stdout_to(log_path):
+      runner.run(config)
   except Exception as e:  # pylint: disable=broad-except
     message = _root_message(e)
     raise UserError(f'The pipeline failed: {message}\nFull log: {log_path}') from None
@@ -123,6 +132,24 @@ def run(data, output, settings, tune, no_cache) -> None:
   summary_lib.write(result, config.summary_path)
   click.echo(summary_lib.render(result))
   click.echo(f'summary: {config.summary_path}')
+
+
+@contextlib.contextmanager
+def _stdout_to(path: str):
+  """Sends stdout (TFX's wheel builds, Keras' epoch lines, subprocesses) to the log file.
+
+  Progress goes to stderr, so the console shows which component runs and nothing else.
+  """
+  sys.stdout.flush()
+  saved = os.dup(1)
+  with open(path, 'a', encoding='utf-8') as log:
+    os.dup2(log.fileno(), 1)
+    try:
+      yield
+    finally:
+      sys.stdout.flush()
+      os.dup2(saved, 1)
+      os.close(saved)
 
 
 def _check_layout(data_dir: str) -> None:

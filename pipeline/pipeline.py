@@ -27,17 +27,24 @@ SCHEMA_FILE = 'schema.pbtxt'
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
   """Metrics overall and per slice; the gate is value bars plus a no-regression bar."""
   gate = config.gate
-  lower_bound = lambda v: tfma.MetricThreshold(  # pylint: disable=g-long-lambda
-      value_threshold=tfma.GenericValueThreshold(lower_bound={'value': v}))
-  no_regression = tfma.MetricThreshold(
+
+  def overall_only(threshold: tfma.MetricThreshold):
+    # The gate judges the whole split; slices are reported, not gated (too small to be stable).
+    return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
+                                         threshold=threshold)]
+
+  lower_bound = lambda v: overall_only(tfma.MetricThreshold(  # pylint: disable=g-long-lambda
+      value_threshold=tfma.GenericValueThreshold(lower_bound={'value': v})))
+  no_regression = overall_only(tfma.MetricThreshold(
       change_threshold=tfma.GenericChangeThreshold(
           direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-          absolute={'value': -gate.max_accuracy_drop}))
+          absolute={'value': -gate.max_accuracy_drop})))
   metrics = [
       tfma.MetricConfig(class_name='ExampleCount'),
-      tfma.MetricConfig(class_name='BinaryAccuracy', threshold=no_regression),
-      tfma.MetricConfig(class_name='Precision', threshold=lower_bound(gate.min_precision)),
-      tfma.MetricConfig(class_name='Recall', threshold=lower_bound(gate.min_recall)),
+      tfma.MetricConfig(class_name='BinaryAccuracy', per_slice_thresholds=no_regression),
+      tfma.MetricConfig(class_name='Precision',
+                        per_slice_thresholds=lower_bound(gate.min_precision)),
+      tfma.MetricConfig(class_name='Recall', per_slice_thresholds=lower_bound(gate.min_recall)),
       tfma.MetricConfig(class_name='F1Score'),
       tfma.MetricConfig(class_name='AUC', config=json.dumps({'name': 'auc'})),
       tfma.MetricConfig(class_name='AUC',

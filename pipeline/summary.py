@@ -108,10 +108,12 @@ def _slice_name(slice_key) -> str:
 
 def evaluation_metrics(uri: str) -> Dict[str, Dict[str, float]]:
   """{slice name: {metric: value}} for the candidate model."""
-  try:
-    result = tfma.load_eval_result(uri, model_name='candidate')
-  except Exception:  # pylint: disable=broad-except
-    result = tfma.load_eval_result(uri)  # single-model evaluation (no baseline yet)
+  config_path = os.path.join(uri, 'eval_config.json')
+  models = json.loads(tf.io.gfile.GFile(config_path).read()).get('evalConfig', {}).get(
+      'modelSpecs', [{}]) if tf.io.gfile.exists(config_path) else [{}]
+  # With a baseline the evaluation holds two models; the summary is about the candidate.
+  name = next((m.get('name') for m in models if not m.get('isBaseline')), None)
+  result = tfma.load_eval_result(uri, model_name=name if len(models) > 1 else None)
   slices = {}
   for slice_key, by_output in result.slicing_metrics:
     values = {}
@@ -130,14 +132,28 @@ def validation_failures(uri: str) -> List[str]:
   reasons = []
   for per_slice in result.metric_validations_per_slice:
     for failure in per_slice.failures:
-      reasons.append(f'{failure.metric_key.name}'
-                     f'{" (vs baseline)" if failure.metric_key.is_diff else ""}: '
-                     f'{failure.message}'.strip())
-  for reason in result.validation_details.slicing_details:
-    del reason  # coverage details are not failures
+      reasons.append(_describe_failure(failure))
   if result.missing_thresholds:
     reasons.append(f'missing thresholds: {len(result.missing_thresholds)}')
   return reasons
+
+
+def _describe_failure(failure) -> str:
+  """E.g. 'precision 0.5278 is below the bar 0.8 (short by 0.2722)'."""
+  name = failure.metric_key.name
+  value = failure.metric_value.double_value.value
+  threshold = failure.metric_threshold
+  if failure.metric_key.is_diff:
+    bound = threshold.change_threshold.absolute.value
+    return (f'{name} changed by {value:+.4f} against the last blessed model; '
+            f'the most it may drop is {-bound:.4f}')
+  bounds = threshold.value_threshold
+  if bounds.HasField('lower_bound') and value < bounds.lower_bound.value:
+    return (f'{name} {value:.4f} is below the bar {bounds.lower_bound.value:g} '
+            f'(short by {bounds.lower_bound.value - value:.4f})')
+  if bounds.HasField('upper_bound') and value > bounds.upper_bound.value:
+    return f'{name} {value:.4f} is above the limit {bounds.upper_bound.value:g}'
+  return f'{name} {value:.4f} failed {failure.message or "its threshold"}'
 
 
 def collect(config: PipelineConfig) -> Dict[str, Any]:

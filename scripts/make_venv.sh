@@ -31,7 +31,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; sys.exit(
   PYTHON="$(find_python)"
   echo "Creating $VENV with Python 3.10 ($PYTHON)" >&2
   rm -rf "$VENV"
-  uv venv --quiet -p "$PYTHON" "$VENV"
+  uv venv --quiet --seed -p "$PYTHON" "$VENV"  # --seed: TFX pip-installs its user-code wheels
 fi
 echo "Installing the pinned stack into $VENV (uv, about a minute the first time)" >&2
 uv pip install --quiet -p "$VENV/bin/python" -r requirements.lock
