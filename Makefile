@@ -11,6 +11,7 @@ ARGS ?=
 .PHONY: run test venv demo-data lock clean
 
 run: $(STAMP)
+	@[ -d $(DATA) ] || $(VENV)/bin/fakedetect demo-data $(DATA)
 	$(VENV)/bin/fakedetect run --data $(DATA) --output $(OUTPUT) $(ARGS)
 
 test: $(STAMP)
