@@ -1,0 +1,427 @@
+"""ImageExampleGen on real folders of images, good and broken, through its real executor."""
+
+import hashlib
+import io
+import json
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+SPLIT_RATIOS = {'train': 40, 'eval': 30, 'test': 30}
+MAX_PIXELS = 1_000_000
+
+
+def _write(root, rel_path: str, data: bytes) -> str:
+  path = os.path.join(root, rel_path)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'wb') as f:
+    f.write(data)
+  return rel_path
+
+
+def _image(seed: int, fmt: str, height: int = 12, width: int = 16, mode: str = 'RGB') -> bytes:
+  """Noise encoded by Pillow, as a user's file would be; distinct seeds give distinct bytes."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  array = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(array).convert(mode).save(buffer, format=fmt)
+  return buffer.getvalue()
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+  """A valid little PNG whose IHDR (with a correct CRC) claims width x height."""
+  data = bytearray(_image(1, 'PNG', 4, 4))
+  data[16:24] = struct.pack('>II', width, height)
+  data[29:33] = struct.pack('>I', zlib.crc32(bytes(data[12:29])))
+  return bytes(data)
+
+
+def _png_with_bad_idat_crc() -> bytes:
+  """Pillow decodes it (it skips IDAT CRCs), libpng in TensorFlow refuses it."""
+  data = bytearray(_image(2, 'PNG'))
+  start = data.find(b'IDAT')
+  length = struct.unpack('>I', data[start - 4:start])[0]
+  data[start + 4 + length] ^= 0xFF
+  return bytes(data)
+
+
+def _run(data_dir, out_dir, **exec_properties):
+  """Executor().Do on real artifacts, as TFX's own executor tests do."""
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  from components.image_example_gen import component, executor  # pylint: disable=g-import-not-at-top
+  examples = standard_artifacts.Examples()
+  examples.uri = os.path.join(out_dir, 'examples')
+  report = component.IngestReport()
+  report.uri = os.path.join(out_dir, 'report')
+  for artifact in (examples, report):
+    os.makedirs(artifact.uri, exist_ok=True)
+  properties = {'data_dir': str(data_dir), 'split_ratios': json.dumps(SPLIT_RATIOS),
+                'max_pixels': MAX_PIXELS}
+  properties.update(exec_properties)
+  error = None
+  try:
+    executor.Executor().Do({}, {'examples': [examples], 'report': [report]}, properties)
+  except ValueError as e:
+    error = e
+  report_path = os.path.join(report.uri, 'report.json')
+  result = json.load(open(report_path)) if os.path.exists(report_path) else None
+  return examples, report, result, error
+
+
+def _read_examples(examples):
+  """{split: [parsed example dict]}, parsed with the project's raw feature spec."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfx.types import artifact_utils  # pylint: disable=g-import-not-at-top
+  from components import features  # pylint: disable=g-import-not-at-top
+  spec = features.raw_feature_spec()
+  out = {}
+  for split in artifact_utils.decode_split_names(examples.split_names):
+    files = tf.io.gfile.glob(os.path.join(examples.uri, f'Split-{split}', 'data_tfrecord-*.gz'))
+    assert files, split
+    out[split] = []
+    for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
+      keys = set(tf.train.Example.FromString(record.numpy()).features.feature)
+      assert keys == set(spec)
+      parsed = tf.io.parse_single_example(record, spec)
+      out[split].append({k: v.numpy() for k, v in parsed.items()})
+  return out
+
+
+def _expected_split(content: bytes, ratios) -> str:
+  bucket = int(hashlib.sha256(content).hexdigest(), 16) % sum(ratios.values())
+  bound = 0
+  for name, weight in ratios.items():
+    bound += weight
+    if bucket < bound:
+      return name
+  raise AssertionError
+
+
+# --- the plain layout, with every kind of broken file --------------------------------------------
+
+@pytest.fixture(scope='module')
+def plain(tmp_path_factory):
+  root = tmp_path_factory.mktemp('plain')
+  data = root / 'data'
+  good = {}  # rel path -> (label, source, format, height, width)
+  for i in range(12):
+    fmt = 'JPEG' if i % 2 else 'PNG'
+    sub = 'phone/' if i >= 9 else ''
+    deep = 'deep/' if i == 11 else ''
+    rel = _write(data, f'real/{sub}{deep}r{i}.{fmt.lower()}', _image(i, fmt, 10 + i, 16))
+    good[rel] = (0, 'phone' if sub else 'real', fmt.lower(), 10 + i, 16)
+  for i in range(12):
+    gen = 'gen_a' if i % 2 else 'gen_b'
+    fmt = 'PNG' if i % 3 else 'JPEG'
+    rel = _write(data, f'Fake/{gen}/f{i}.{fmt.lower()}', _image(100 + i, fmt, 20, 8 + i))
+    good[rel] = (1, gen, fmt.lower(), 20, 8 + i)
+  # A JPEG named .png: format comes from the content.
+  good[_write(data, 'Fake/gen_a/misnamed.png', _image(200, 'JPEG'))] = (1, 'gen_a', 'jpeg', 12, 16)
+  good[_write(data, 'Fake/direct.png', _image(201, 'PNG'))] = (1, 'fake', 'png', 12, 16)
+  # Byte-identical files: within fakes, and one real image copied among the fakes.
+  dup = _image(300, 'PNG')
+  good[_write(data, 'Fake/gen_a/dup.png', dup)] = (1, 'gen_a', 'png', 12, 16)
+  good[_write(data, 'Fake/gen_b/dup_copy.png', dup)] = (1, 'gen_b', 'png', 12, 16)
+  good[_write(data, 'Fake/gen_b/copy_of_real.png', (data / 'real/r0.png').read_bytes())] = (
+      1, 'gen_b', 'png', 10, 16)
+
+  jpeg = _image(400, 'JPEG', 64, 64)
+  broken = {
+      _write(data, 'real/empty.jpg', b''): 'empty',
+      _write(data, 'Fake/gen_a/notes.jpg', b'these are my notes, not a picture\n'): 'not_image',
+      _write(data, 'real/truncated.jpg', jpeg[:len(jpeg) // 2]): 'truncated',
+      _write(data, 'Fake/gen_b/huge.png', _png_declaring(30000, 30000)): 'too_many_pixels',
+      _write(data, 'Fake/gen_b/big.png', _png_declaring(1200, 1000)): 'too_many_pixels',
+      _write(data, 'real/bad_crc.png', _png_with_bad_idat_crc()): 'corrupt',
+      _write(data, 'real/mono.bmp', _image(5, 'BMP', mode='1')): 'unsupported_mode',
+      _write(data, 'real/scan.tiff', _image(6, 'TIFF')): 'unsupported_format',
+      _write(data, 'Fake/gen_a/g.webp', _image(7, 'WEBP')): 'unsupported_format',
+      _write(data, 'real/.DS_Store', b'\x00\x00\x00\x01Bud1'): 'not_image',
+      _write(data, 'real/._r0.png', b'\x00\x05\x16\x07AppleDouble'): 'not_image',
+      _write(data, 'README.txt', b'about this dataset'): 'unlabelled',
+  }
+  os.symlink('loop.jpg', data / 'real' / 'loop.jpg')
+  broken['real/loop.jpg'] = 'unreadable'
+  os.symlink('missing.png', data / 'Fake' / 'dangling.png')
+  broken['Fake/dangling.png'] = 'unreadable'
+  os.mkfifo(data / 'real' / 'pipe.jpg')
+  broken['real/pipe.jpg'] = 'unreadable'
+  with open(os.fsencode(data) + b'/real/caf\xe9.png', 'wb') as f:  # a Latin-1 name, not UTF-8
+    f.write(_image(8, 'PNG'))
+  broken['real/caf\\xe9.png'] = 'unreadable'
+
+  examples, report, result, error = _run(data, root / 'out')
+  assert error is None, error
+  return {'data': data, 'good': good, 'broken': broken, 'examples': examples,
+          'report': report, 'result': result, 'by_split': _read_examples(examples)}
+
+
+def test_writes_splits_as_tfx_example_gens_do(plain):
+  from tfx.types import artifact_utils  # pylint: disable=g-import-not-at-top
+  examples = plain['examples']
+  assert artifact_utils.decode_split_names(examples.split_names) == ['train', 'eval', 'test']
+  assert examples.get_string_custom_property('payload_format') == 'FORMAT_TF_EXAMPLE'
+  assert examples.get_string_custom_property('file_format') == 'tfrecords_gzip'
+  assert examples.get_int_custom_property('span') == 0
+  assert sorted(os.listdir(examples.uri)) == ['Split-eval', 'Split-test', 'Split-train']
+  for split in ('train', 'eval', 'test'):
+    assert plain['by_split'][split], f'{split} is empty'
+
+
+def test_every_good_file_becomes_one_faithful_example(plain):
+  from components import features  # pylint: disable=g-import-not-at-top
+  data, good = plain['data'], plain['good']
+  seen = []
+  for split, rows in plain['by_split'].items():
+    for row in rows:
+      path = row[features.PATH_KEY].decode()
+      seen.append(path)
+      content = (data / path).read_bytes()
+      label, source, fmt, height, width = good[path]
+      assert row[features.IMAGE_KEY] == content, path
+      assert row[features.HASH_KEY].decode() == hashlib.sha256(content).hexdigest()
+      assert row[features.LABEL_KEY] == label, path
+      assert row[features.SOURCE_KEY].decode() == source, path
+      assert row[features.FORMAT_KEY].decode() == fmt, path
+      assert (row[features.HEIGHT_KEY], row[features.WIDTH_KEY]) == (height, width), path
+      assert row[features.SIZE_BUCKET_KEY].decode() == features.size_bucket(height, width)
+      assert split == _expected_split(content, SPLIT_RATIOS), path
+  assert sorted(seen) == sorted(good)
+
+
+def test_every_file_is_accounted_for_with_its_reason(plain):
+  result, report = plain['result'], plain['report']
+  on_disk = sum(len(files) for _, _, files in os.walk(plain['data']))
+  assert result['files_found'] == on_disk == len(plain['good']) + len(plain['broken'])
+  assert result['ingested'] == len(plain['good'])
+  assert result['ingested'] + len(result['quarantined']) == result['files_found']
+  assert {q['path']: q['reason'] for q in result['quarantined']} == plain['broken']
+  assert all(q['detail'] for q in result['quarantined'])
+  details = {q['path']: q['detail'] for q in result['quarantined']}
+  assert 'TensorFlow could not decode' in details['real/bad_crc.png']
+  # Both before any pixel is decoded: ours at max_pixels, Pillow's own past twice that.
+  assert '1200x1000 = 1,200,000 pixels > max_pixels 1,000,000' in details['Fake/gen_b/big.png']
+  assert '900000000 pixels' in details['Fake/gen_b/huge.png']
+  assert 'loop' in details['real/loop.jpg']
+  assert 'not a regular file' in details['real/pipe.jpg']
+  assert 'hidden' in details['real/.DS_Store'] and 'hidden' in details['real/._r0.png']
+  assert 'not valid UTF-8' in details['real/caf\\xe9.png']
+  for key in ('files_found', 'ingested'):
+    assert report.get_int_custom_property(key) == result[key]
+  assert report.get_int_custom_property('quarantined') == len(plain['broken'])
+  assert result['layout'] == 'plain'
+  assert result['data_dir'] == str(plain['data'])
+
+
+def test_report_counts_sources_and_formats_match_the_examples(plain):
+  from components import features  # pylint: disable=g-import-not-at-top
+  counts, sources, formats = {}, {'real': {}, 'fake': {}}, {'real': {}, 'fake': {}}
+  for split, rows in plain['by_split'].items():
+    counts[split] = {'real': 0, 'fake': 0}
+    for row in rows:
+      name = features.LABEL_NAMES[row[features.LABEL_KEY]]
+      counts[split][name] += 1
+      src, fmt = row[features.SOURCE_KEY].decode(), row[features.FORMAT_KEY].decode()
+      sources[name][src] = sources[name].get(src, 0) + 1
+      formats[name][fmt] = formats[name].get(fmt, 0) + 1
+  result = plain['result']
+  assert result['counts'] == counts
+  assert result['sources'] == sources
+  assert result['sources']['real'] == {'real': 9, 'phone': 3}
+  assert result['formats'] == formats
+
+
+def test_identical_files_share_a_split_and_are_reported(plain):
+  from components import features  # pylint: disable=g-import-not-at-top
+  split_of = {row[features.PATH_KEY].decode(): split
+              for split, rows in plain['by_split'].items() for row in rows}
+  groups = {tuple(g['paths']): g for g in plain['result']['duplicates']}
+  assert set(groups) == {('Fake/gen_a/dup.png', 'Fake/gen_b/dup_copy.png'),
+                         ('Fake/gen_b/copy_of_real.png', 'real/r0.png')}
+  for paths, group in groups.items():
+    assert len({split_of[p] for p in paths}) == 1
+    assert group['crosses_splits'] is False
+    assert group['content_hash'] == hashlib.sha256((plain['data'] / paths[0]).read_bytes()).hexdigest()
+  assert groups[('Fake/gen_b/copy_of_real.png', 'real/r0.png')]['crosses_classes'] is True
+  assert groups[('Fake/gen_a/dup.png', 'Fake/gen_b/dup_copy.png')]['crosses_classes'] is False
+
+
+# --- layouts ------------------------------------------------------------------------------------
+
+def _touch_tree(root, rel_paths):
+  for rel in rel_paths:
+    _write(root, rel, b'x')
+  return str(root)
+
+
+def test_detects_plain_layout_case_insensitively(tmp_path):
+  from components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
+  data = _touch_tree(tmp_path, ['REAL/a.png', 'Fake/SDXL/b.png', 'Fake/c.png'])
+  layout = layouts.detect(data)
+  assert layout.name == 'plain' and layout.splits == ()
+  assert layout.parse('REAL/a.png') == layouts.Labelled(0, 'real')
+  assert layout.parse('REAL/cam/x/a.png') == layouts.Labelled(0, 'cam')
+  assert layout.parse('Fake/SDXL/b.png') == layouts.Labelled(1, 'SDXL')
+  assert layout.parse('Fake/c.png') == layouts.Labelled(1, 'fake')
+  assert layout.parse('notes.txt') is None and layout.parse('other/a.png') is None
+
+
+def test_detects_cifake_layout_case_insensitively(tmp_path):
+  from components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
+  data = _touch_tree(tmp_path, ['Train/REAL/1.jpg', 'Train/FAKE/2.jpg',
+                                'test/Real/3.jpg', 'test/fake/4.jpg'])
+  layout = layouts.detect(data)
+  assert layout.name == 'cifake'
+  assert layout.parse('Train/REAL/1.jpg') == layouts.Labelled(0, 'real', 'train')
+  assert layout.parse('test/fake/4.jpg') == layouts.Labelled(1, 'fake', 'test')
+  assert layout.parse('Train/other/5.jpg') is None and layout.parse('test/6.jpg') is None
+
+
+def test_two_layouts_at_once_is_an_error(tmp_path):
+  from components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
+  data = _touch_tree(tmp_path, ['real/a', 'fake/b', 'train/REAL/c', 'train/FAKE/d'])
+  with pytest.raises(ValueError, match='matches several layouts'):
+    layouts.detect(data)
+
+
+@pytest.mark.parametrize('tree', [['cats/a.png', 'dogs/b.png'],
+                                  ['real/a.png'],
+                                  ['train/REAL/a.png', 'test/FAKE/b.png']])
+def test_unrecognised_layout_names_what_is_understood_and_found(tmp_path, tree):
+  from components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
+  data = _touch_tree(tmp_path, tree)
+  with pytest.raises(ValueError) as info:
+    layouts.detect(data)
+  message = str(info.value)
+  assert 'Unrecognised layout' in message
+  assert 'plain: real/ and fake/' in message and 'cifake: train/ and/or test/' in message
+  for top in {rel.split('/')[0] for rel in tree}:
+    assert f'{top}/' in message
+
+
+def test_split_plans():
+  from components.image_example_gen import executor  # pylint: disable=g-import-not-at-top
+  ratios = {'train': 70, 'eval': 15, 'test': 15}
+  assert executor.plan_splits(ratios, ()) == (['train', 'eval', 'test'],
+                                              {None: list(ratios.items())})
+  names, plan = executor.plan_splits(ratios, ('train', 'test'))
+  assert names == ['train', 'eval', 'test']
+  assert plan == {'train': [('train', 70), ('eval', 15)], 'test': [('test', 1)]}
+  for bad in ('{"train": 0}', '{}', '{"a,b": 5}', '[70, 30]'):
+    with pytest.raises(ValueError):
+      executor.parse_split_ratios(bad)
+
+
+def test_remote_listing_matches_the_local_walk(tmp_path):
+  from components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
+  data = _touch_tree(tmp_path, ['real/a.png', 'real/x/y/b.png', 'fake/g/c.png', 'top.txt'])
+  assert sorted(layouts._list_remote(data)) == layouts.list_files(data)  # pylint: disable=protected-access
+  assert [rel for rel, _ in layouts.list_files(data)] == [
+      'fake/g/c.png', 'real/a.png', 'real/x/y/b.png', 'top.txt']
+
+
+def test_folder_link_loops_are_listed_not_followed(tmp_path):
+  from components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
+  data = _touch_tree(tmp_path, ['real/a.png', 'fake/b.png'])
+  os.symlink('..', tmp_path / 'real' / 'up')
+  entries = dict(layouts.list_files(data))
+  assert entries['real/a.png'] is None and entries['fake/b.png'] is None
+  assert 'already read' in entries['real/up']
+  assert len(entries) == 3
+
+
+# --- end to end: CIFAKE through a real TFX pipeline, and the failures -----------------------------
+
+def test_cifake_pipeline_keeps_test_and_carves_eval_from_train(tmp_path):
+  """LocalDagRunner: the driver, the executor and ML Metadata publishing, as in production."""
+  from ml_metadata import metadata_store  # pylint: disable=g-import-not-at-top
+  from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
+  from components import features  # pylint: disable=g-import-not-at-top
+  from components.image_example_gen import ImageExampleGen  # pylint: disable=g-import-not-at-top
+  data = tmp_path / 'cifake'
+  for i in range(20):
+    _write(data, f'train/REAL/{i}.png', _image(500 + i, 'PNG', 8, 8))
+    _write(data, f'train/FAKE/{i}.jpg', _image(600 + i, 'JPEG', 8, 8))
+  for i in range(3):
+    _write(data, f'test/REAL/{i}.png', _image(700 + i, 'PNG', 8, 8))
+    _write(data, f'test/FAKE/{i}.jpg', _image(800 + i, 'JPEG', 8, 8))
+  _write(data, 'test/REAL/leak.png', (data / 'train/REAL/0.png').read_bytes())
+
+  db = str(tmp_path / 'mlmd.sqlite')
+  pipeline = tfx.dsl.Pipeline(
+      pipeline_name='ingest', pipeline_root=str(tmp_path / 'root'),
+      components=[ImageExampleGen(data_dir=str(data), max_pixels=MAX_PIXELS)],
+      metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(db))
+  tfx.orchestration.LocalDagRunner().run(pipeline)
+
+  store = metadata_store.MetadataStore(
+      tfx.orchestration.metadata.sqlite_metadata_connection_config(db))
+  [examples_proto] = store.get_artifacts_by_type('Examples')
+  [report_proto] = store.get_artifacts_by_type('IngestReport')
+  props = examples_proto.custom_properties
+  assert props['span'].int_value == 0 and 'version' not in props
+  assert props['input_fingerprint'].string_value.startswith(f'data_dir:{data},num_files:47,')
+  assert props['payload_format'].string_value == 'FORMAT_TF_EXAMPLE'
+  assert report_proto.custom_properties['ingested'].int_value == 47
+  assert report_proto.custom_properties['quarantined'].int_value == 0
+
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  examples = standard_artifacts.Examples()
+  examples.set_mlmd_artifact(examples_proto)
+  by_split = _read_examples(examples)
+  assert sorted(by_split) == ['eval', 'test', 'train']
+  for split, rows in by_split.items():
+    for row in rows:
+      path = row[features.PATH_KEY].decode()
+      if path.startswith('test/'):
+        assert split == 'test', path
+      else:
+        content = (data / path).read_bytes()
+        assert split == _expected_split(content, {'train': 70, 'eval': 15}), path
+  assert len(by_split['test']) == 7 and by_split['eval']
+  result = json.load(open(os.path.join(report_proto.uri, 'report.json')))
+  assert result['layout'] == 'cifake'
+  [group] = result['duplicates']
+  assert group['paths'] == ['test/REAL/leak.png', 'train/REAL/0.png']
+  assert group['crosses_splits'] is True
+
+
+def test_driver_fingerprint_changes_with_the_images(tmp_path):
+  from components.image_example_gen import component  # pylint: disable=g-import-not-at-top
+  data = _touch_tree(tmp_path, ['real/a.png', 'fake/b.png'])
+  driver = component.Driver(None)
+
+  def resolve():
+    return driver.resolve_exec_properties({'data_dir': data}, None, None)['input_fingerprint']
+
+  before = resolve()
+  assert before == resolve()
+  _write(tmp_path, 'fake/c.png', b'more')
+  assert resolve() != before
+
+
+def test_a_class_without_usable_images_stops_the_run(tmp_path):
+  data = tmp_path / 'data'
+  for i in range(4):
+    _write(data, f'real/{i}.png', _image(i, 'PNG'))
+  _write(data, 'fake/gen/broken.jpg', b'')
+  _write(data, 'fake/gen/text.png', b'hello')
+  _, report, result, error = _run(data, tmp_path / 'out')
+  assert isinstance(error, ValueError)
+  assert "No usable 'fake' image" in str(error) and '6 files found' in str(error)
+  # The report is written before failing, so the user can see why.
+  assert {q['path']: q['reason'] for q in result['quarantined']} == {
+      'fake/gen/broken.jpg': 'empty', 'fake/gen/text.png': 'not_image'}
+
+
+def test_a_split_without_images_stops_the_run(tmp_path):
+  data = tmp_path / 'data'
+  _write(data, 'real/a.png', _image(1, 'PNG'))
+  _write(data, 'fake/b.png', _image(2, 'PNG'))
+  _, _, result, error = _run(data, tmp_path / 'out')
+  assert isinstance(error, ValueError)
+  empty = [s for s, by_class in result['counts'].items() if not sum(by_class.values())]
+  assert empty and f'Split {empty[0]!r} has no usable image' in str(error)
