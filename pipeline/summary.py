@@ -172,6 +172,7 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
       'ingested': report.get('ingested'),
       'quarantined': report.get('quarantined', []),
       'counts': report.get('counts', {}),
+      'data_warnings': report.get('warnings', []),
       'components': {node: outputs.state(node) for node in sorted(outputs._by_node)},  # pylint: disable=protected-access
       'anomalies': _anomalies(outputs.artifact('ExampleValidator', 'anomalies')),
       'eval_split': config.gate.eval_split,
@@ -236,6 +237,8 @@ def render(summary: Dict[str, Any]) -> str:
   for split, by_class in sorted(summary['counts'].items()):
     counts = ', '.join(f'{name} {n}' for name, n in sorted(by_class.items()))
     lines.append(f'  {split}: {counts}')
+  for warning in summary.get('data_warnings', []):
+    lines.append(f'warning: {warning}')
   if summary['anomalies']:
     for split, problems in summary['anomalies'].items():
       lines.append(f'anomalies in {split}: ' + '; '.join(problems))
