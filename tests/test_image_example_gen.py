@@ -376,17 +376,22 @@ def test_cifake_pipeline_keeps_test_and_carves_eval_from_train(tmp_path):
   for split, rows in by_split.items():
     for row in rows:
       path = row[features.PATH_KEY].decode()
-      if path.startswith('test/'):
+      if path.startswith('test/') or path == 'train/REAL/0.png':
+        # The copy of test/REAL/leak.png follows it: a duplicate group stays in one split.
         assert split == 'test', path
       else:
         content = (data / path).read_bytes()
         assert split == _expected_split(content, {'train': 70, 'eval': 15}), path
-  assert len(by_split['test']) == 7 and by_split['eval']
+  assert len(by_split['test']) == 8 and by_split['eval']
   result = json.load(open(os.path.join(report_proto.uri, 'report.json')))
   assert result['layout'] == 'cifake'
   [group] = result['duplicates']
   assert group['paths'] == ['test/REAL/leak.png', 'train/REAL/0.png']
-  assert group['crosses_splits'] is True
+  assert group['crosses_splits'] is False and group['kept_in_one_split'] is True
+  assert group['splits'] == ['test']
+  assert any('kept in its most held-out split' in w for w in result['warnings'])
+  assert any('real is 100% PNG but fake is 100% JPEG' in w for w in result['warnings'])
+  assert result['split_plan']['eval'].startswith("carved out of the layout's train")
 
 
 def test_driver_fingerprint_changes_with_the_images(tmp_path):

@@ -19,10 +19,12 @@ from components.image_example_gen import layouts
 
 
 class IngestReport(types.Artifact):
-  """`report.json`: every file found, ingested or quarantined with a reason; counts, duplicates.
+  """`report.json`: every file found, ingested or quarantined with a reason; counts, per class
+  format, colour mode and size profiles, duplicate groups and bias/leakage `warnings`; and
+  `quarantine.csv` (path, reason, detail), the quarantine list on its own.
 
-  Custom properties `files_found`, `ingested` and `quarantined` (ints) make the totals queryable
-  in ML Metadata without opening the file.
+  Custom properties `files_found`, `ingested`, `quarantined` and `warnings` (ints) make the totals
+  queryable in ML Metadata without opening the file.
   """
   TYPE_NAME = 'IngestReport'
 
@@ -33,6 +35,7 @@ class ImageExampleGenSpec(types.ComponentSpec):
       executor.SPLIT_RATIOS_KEY: ExecutionParameter(type=str),
       executor.MAX_PIXELS_KEY: ExecutionParameter(type=int),
       executor.NUM_SHARDS_KEY: ExecutionParameter(type=int, optional=True),
+      executor.DUPLICATES_KEY: ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {}
   OUTPUTS = {
@@ -71,7 +74,7 @@ class Driver(example_gen_driver.Driver):
 
 
 class ImageExampleGen(base_beam_component.BaseBeamComponent):
-  """Reads data_dir (layout detected: plain real/ + fake/<generator>/, or CIFAKE) to tf.Examples.
+  """Reads data_dir (layout detected: see layouts.LAYOUTS) to tf.Examples.
 
   Outputs `examples` (standard Examples, one split per name in split_ratios, or the layout's own
   splits) and `report` (IngestReport). Takes `beam_pipeline_args` to scale out.
@@ -85,7 +88,8 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
                data_dir: str,
                split_ratios: Union[None, str, Mapping[str, int]] = None,
                max_pixels: int = executor.DEFAULT_MAX_PIXELS,
-               num_shards: Optional[int] = None):
+               num_shards: Optional[int] = None,
+               duplicates: str = executor.SAME_SPLIT):
     """Validates split_ratios here, when the pipeline is built, not hours into a run.
 
     Args:
@@ -94,16 +98,23 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
         a layout with its own splits keeps them and carves the missing ones out of its train.
       max_pixels: images declaring more pixels than this are quarantined before decoding.
       num_shards: files per split; None lets Beam decide.
+      duplicates: 'same_split' keeps a group of byte-identical files that the layout's own
+        splits scatter in its most held-out split (test, then eval); 'keep_layout' honours the
+        layout and only reports the leak. Hash splits always keep a group together.
     """
     if max_pixels <= 0:
       raise ValueError(f'max_pixels must be positive, got {max_pixels}.')
     if num_shards is not None and num_shards < 0:
       raise ValueError(f'num_shards must be >= 0, got {num_shards}.')
+    if duplicates not in executor.DUPLICATE_POLICIES:
+      raise ValueError(f'duplicates must be one of {executor.DUPLICATE_POLICIES}, '
+                       f'got {duplicates!r}.')
     spec = ImageExampleGenSpec(
         data_dir=data_dir,
         split_ratios=json.dumps(executor.parse_split_ratios(split_ratios)),
         max_pixels=max_pixels,
         num_shards=num_shards,
+        duplicates=duplicates,
         examples=types.Channel(type=standard_artifacts.Examples),
         report=types.Channel(type=IngestReport))
     super().__init__(spec=spec)

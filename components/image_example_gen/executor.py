@@ -12,6 +12,7 @@ step later.
 """
 
 import bisect
+import csv
 import errno
 import hashlib
 import io
@@ -42,12 +43,23 @@ DATA_DIR_KEY = 'data_dir'
 SPLIT_RATIOS_KEY = 'split_ratios'
 MAX_PIXELS_KEY = 'max_pixels'
 NUM_SHARDS_KEY = 'num_shards'
+DUPLICATES_KEY = 'duplicates'
 EXAMPLES_KEY = 'examples'
 REPORT_KEY = 'report'
 
 DEFAULT_SPLIT_RATIOS = {'train': 70, 'eval': 15, 'test': 15}
 DEFAULT_MAX_PIXELS = 50_000_000
 REPORT_FILE = 'report.json'
+QUARANTINE_FILE = 'quarantine.csv'
+
+# What to do with byte-identical files that a layout's own splits put in different splits.
+SAME_SPLIT = 'same_split'  # default: the whole group goes to its most held-out split
+KEEP_LAYOUT = 'keep_layout'  # honour the layout's splits; the leak is only reported
+DUPLICATE_POLICIES = (SAME_SPLIT, KEEP_LAYOUT)
+# Which split a duplicate group crossing the layout's splits is kept in: the most held-out one.
+_HELD_OUT_ORDER = ('test', 'eval', 'train')
+# Share difference (total variation) between the classes that triggers a bias warning.
+BIAS_THRESHOLD = 0.2
 
 # Quarantine reason codes (report.json's `reason`).
 REASONS = {
@@ -95,20 +107,42 @@ def plan_splits(ratios: Dict[str, int],
   """Output split names and, per layout split, where its files may go.
 
   A layout without splits is split by content hash with `ratios`. A layout with splits keeps them;
-  the ratio splits it lacks (e.g. eval for CIFAKE) are carved out of its train split by content
-  hash, with the weights in `ratios`.
+  the ratio splits it lacks (e.g. eval for CIFAKE, test for GenImage) are carved out of its train
+  split (or out of its only split) by content hash, with the weights in `ratios`.
   """
   if not layout_splits:
     return list(ratios), {None: list(ratios.items())}
   plan: SplitPlan = {s: [(s, 1)] for s in layout_splits}
   missing = [s for s in ratios if s not in layout_splits]
-  if missing and 'train' in layout_splits:
-    if 'train' not in ratios:
-      raise ValueError(f'split_ratios {ratios} must weigh train to carve {missing} out of it.')
-    plan['train'] = [('train', ratios['train'])] + [(s, ratios[s]) for s in missing]
+  # Carved out of the layout's train, or out of its only split (e.g. a test-only download).
+  source = 'train' if 'train' in layout_splits else (
+      layout_splits[0] if len(layout_splits) == 1 else None)
+  if missing and source:
+    if source not in ratios:
+      raise ValueError(f'split_ratios {ratios} must weigh {source} to carve {missing} out of it.')
+    plan[source] = [(source, ratios[source])] + [(s, ratios[s]) for s in missing]
   carved = {name for candidates in plan.values() for name, _ in candidates}
   names = [s for s in ratios if s in carved] + [s for s in layout_splits if s not in ratios]
   return names, plan
+
+
+def describe_plan(names: List[str], plan: SplitPlan) -> Dict[str, str]:
+  """{split: where its files come from}, in words, for the report."""
+  out = {}
+  for layout_split, candidates in plan.items():
+    total = sum(weight for _, weight in candidates)
+    for name, weight in candidates:
+      if layout_split is None:
+        out[name] = f'{weight}/{total} of all files, by content hash'
+      elif len(candidates) == 1:
+        out[name] = f"the layout's own {layout_split} split"
+      elif name == layout_split:
+        out[name] = (f"the layout's own {layout_split} split, less what was carved out of it "
+                     f'({weight}/{total} kept, by content hash)')
+      else:
+        out[name] = (f"carved out of the layout's {layout_split} split by content hash "
+                     f'({weight}/{total} of it): the layout has no {name} split')
+  return {name: out[name] for name in names if name in out}
 
 
 def assign_split(content_hash: str, candidates: List[Tuple[str, int]]) -> str:
@@ -156,63 +190,41 @@ def _bmp_problem(data: bytes, image) -> Optional[str]:
           'BMP only (a palette would be read as grey levels)')
 
 
-class _ReadImage(beam.DoFn):
-  """Reads and validates one file; yields (split index, serialized example) or a quarantine."""
+class ImageReader:
+  """Reads, validates and encodes one file: the work of the ExampleGen, without Beam.
 
-  def __init__(self, data_dir: str, layout: layouts.Layout, split_names: List[str],
-               plan: SplitPlan, max_pixels: int):
+  `read` returns (split, serialized tf.Example, meta) or raises _Reject. The Beam DoFn and the
+  plain-loop benchmark both call it, so they do the same work.
+  """
+
+  def __init__(self, data_dir: str, layout: layouts.Layout, plan: SplitPlan, max_pixels: int):
     self._data_dir = data_dir
     self._layout = layout
-    self._split_index = {name: i for i, name in enumerate(split_names)}
     self._plan = plan
     self._max_pixels = max_pixels
-    namespace = 'ImageExampleGen'
-    self._ingested = beam.metrics.Metrics.counter(namespace, 'ingested')
-    self._quarantined = beam.metrics.Metrics.counter(namespace, 'quarantined')
-    self._seen = self._seen_ingested = 0
 
-  def setup(self):
+  def setup(self) -> None:
     # Pillow's own bomb guard is process-wide; make it agree with ours (it raises past 2x).
     Image.MAX_IMAGE_PIXELS = self._max_pixels
-    self._tf_decode = tf.function(
-        lambda images: features.decode_and_resize(images, 8),
-        input_signature=[tf.TensorSpec([None], tf.string)])
 
-  def process(self, entry: layouts.Entry) -> Iterator[Any]:
+  def read(self, entry: layouts.Entry, held_out: Optional[Mapping[str, str]] = None):
+    """held_out: {content hash: layout split} for duplicate groups kept in one split."""
     rel_path, problem = entry
-    self._seen += 1
-    try:
-      split, example, meta = self._build(rel_path, problem)
-    except _Reject as r:
-      self._quarantined.inc()
-      beam.metrics.Metrics.counter('ImageExampleGen', f'quarantined_{r.reason}').inc()
-      yield beam.pvalue.TaggedOutput(
-          _QUARANTINE, {'path': rel_path, 'reason': r.reason, 'detail': r.detail})
-    else:
-      self._ingested.inc()
-      self._seen_ingested += 1
-      yield self._split_index[split], example
-      yield beam.pvalue.TaggedOutput(_META, meta)
-    if self._seen % _LOG_EVERY == 0:
-      logging.info('ImageExampleGen: %d files read by this worker (%d ingested, %d quarantined).',
-                   self._seen, self._seen_ingested, self._seen - self._seen_ingested)
-
-  def _build(self, rel_path: str, problem: Optional[str]):
     if problem:
-      raise _Reject('unreadable', problem)
+      raise _Reject(*layouts.problem_reason(problem))
     if layouts.is_system_file(rel_path):
       raise _Reject('not_image', 'hidden or system file, not read')
     labelled = self._layout.parse(rel_path)
     if labelled is None:
       raise _Reject('unlabelled', f'not inside the class folders of the {self._layout.name} '
                     'layout, so it has no label')
-    data = self._read(rel_path)
+    data = self.read_bytes(rel_path)
     if not data:
       raise _Reject('empty', 'the file has zero bytes')
     content_hash = hashlib.sha256(data).hexdigest()
-    fmt, height, width = self._validate(data)
-    split = assign_split(content_hash, self._plan[labelled.split])
-    class_name = features.LABEL_NAMES[labelled.label]
+    fmt, height, width, mode = self._validate(data)
+    layout_split = (held_out or {}).get(content_hash, labelled.split)
+    split = assign_split(content_hash, self._plan[layout_split])
     example = tf.train.Example(features=tf.train.Features(feature={
         features.IMAGE_KEY: _bytes_feature(data),
         features.LABEL_KEY: _int_feature(labelled.label),
@@ -224,11 +236,27 @@ class _ReadImage(beam.DoFn):
         features.PATH_KEY: _text_feature(rel_path),
         features.SIZE_BUCKET_KEY: _text_feature(features.size_bucket(height, width)),
     }))
-    meta = {'path': rel_path, 'hash': content_hash, 'split': split, 'class': class_name,
-            'source': labelled.source, 'format': fmt}
+    meta = {'path': rel_path, 'hash': content_hash, 'split': split,
+            'layout_split': labelled.split, 'class': features.LABEL_NAMES[labelled.label],
+            'source': labelled.source, 'format': fmt, 'mode': mode, 'height': height,
+            'width': width}
     return split, example.SerializeToString(), meta
 
-  def _read(self, rel_path: str) -> bytes:
+  def hash_and_split(self, entry: layouts.Entry) -> Iterator[Tuple[str, str]]:
+    """(content hash, layout split) of a labelled readable file; nothing for the others."""
+    rel_path, problem = entry
+    labelled = None if problem or layouts.is_system_file(rel_path) else self._layout.parse(
+        rel_path)
+    if labelled is None or labelled.split is None:
+      return
+    try:
+      data = self.read_bytes(rel_path)
+    except _Reject:
+      return
+    if data:
+      yield hashlib.sha256(data).hexdigest(), labelled.split
+
+  def read_bytes(self, rel_path: str) -> bytes:
     path = layouts._join(self._data_dir, rel_path)  # pylint: disable=protected-access
     try:
       if layouts._is_remote(self._data_dir):  # pylint: disable=protected-access
@@ -243,8 +271,15 @@ class _ReadImage(beam.DoFn):
     except Exception as e:  # pylint: disable=broad-except
       raise _Reject('unreadable', f'{type(e).__name__}: {e}') from None
 
-  def _validate(self, data: bytes) -> Tuple[str, int, int]:
-    """(format, height, width) of an image training can use, else _Reject. Header first."""
+  def _validate(self, data: bytes) -> Tuple[str, int, int, str]:
+    """(format, height, width, mode) of an image training can use, else _Reject. Header first.
+
+    Pillow reads the header (size, format, mode: a bomb is refused before any pixel is decoded)
+    and then the pixels, which tells a truncated file from a corrupt one; TensorFlow's own decoder,
+    the one training uses, must then accept the bytes too (it is stricter on some files, e.g. PNG
+    CRCs). Only the decode is checked, not the resize of `features.decode_and_resize`, which cannot
+    fail on a decoded image.
+    """
     with warnings.catch_warnings():
       warnings.simplefilter('ignore', Image.DecompressionBombWarning)
       try:
@@ -264,6 +299,7 @@ class _ReadImage(beam.DoFn):
       if fmt is None:
         raise _Reject('unsupported_format', f'{image.format} image; only '
                       f'{", ".join(sorted(set(_FORMATS.values())))} are ingested')
+      mode = image.mode
       if fmt == 'bmp':
         problem = _bmp_problem(data, image)
         if problem:
@@ -273,13 +309,12 @@ class _ReadImage(beam.DoFn):
       except Image.DecompressionBombError as e:
         raise _Reject('too_many_pixels', f'Pillow: {e}') from None
       except Exception as e:  # pylint: disable=broad-except
-        if 'truncated' in str(e).lower():
-          raise _Reject('truncated', f'Pillow: {e}') from None
+        if 'truncated' in str(e).lower() or isinstance(e, EOFError):
+          raise _Reject('truncated', f'Pillow: {type(e).__name__}: {e}') from None
         raise _Reject('corrupt', f'Pillow could not decode it: {type(e).__name__}: {e}') from None
     try:
-      self._tf_decode([data])
+      tf.io.decode_image(data, channels=features.CHANNELS, expand_animations=False)
     except Exception as e:  # pylint: disable=broad-except
-      # Drop tf.function's '{{function_node ...}}' prefixes; keep TF's own first line.
       lines = re.sub(r'\{\{.*?\}\}\s*', '', str(e)).strip().splitlines()
       message = lines[0] if lines else type(e).__name__
       if 'Unknown image file format' in str(e):
@@ -287,48 +322,292 @@ class _ReadImage(beam.DoFn):
                       f'{fmt}: TensorFlow could not decode it ({message})') from None
       raise _Reject('corrupt', f'Pillow reads it but TensorFlow could not decode it: '
                     f'{message}') from None
-    return fmt, height, width
+    return fmt, height, width, mode
 
 
-def _tally(meta: Dict[str, str]) -> Iterator[Tuple[str, str, str]]:
-  yield 'counts', meta['split'], meta['class']
-  yield 'sources', meta['class'], meta['source']
-  yield 'formats', meta['class'], meta['format']
+def quarantine_record(rel_path: str, reject: '_Reject') -> Dict[str, str]:
+  return {'path': rel_path, 'reason': reject.reason, 'detail': reject.detail}
 
 
-def _duplicate_group(item: Tuple[str, List[Tuple[str, str, str]]]) -> Dict[str, Any]:
+class _ReadImage(beam.DoFn):
+  """Beam around ImageReader: yields (split index, serialized example), quarantines and meta."""
+
+  def __init__(self, reader: ImageReader, split_names: List[str]):
+    self._reader = reader
+    self._split_index = {name: i for i, name in enumerate(split_names)}
+    namespace = 'ImageExampleGen'
+    self._ingested = beam.metrics.Metrics.counter(namespace, 'ingested')
+    self._quarantined = beam.metrics.Metrics.counter(namespace, 'quarantined')
+    self._seen = self._seen_ingested = 0
+
+  def setup(self):
+    self._reader.setup()
+
+  def process(self, entry: layouts.Entry, held_out: Mapping[str, str]) -> Iterator[Any]:
+    self._seen += 1
+    try:
+      split, example, meta = self._reader.read(entry, held_out)
+    except _Reject as r:
+      self._quarantined.inc()
+      beam.metrics.Metrics.counter('ImageExampleGen', f'quarantined_{r.reason}').inc()
+      yield beam.pvalue.TaggedOutput(_QUARANTINE, quarantine_record(entry[0], r))
+    else:
+      self._ingested.inc()
+      self._seen_ingested += 1
+      yield self._split_index[split], example
+      yield beam.pvalue.TaggedOutput(_META, meta)
+    if self._seen % _LOG_EVERY == 0:
+      logging.info('ImageExampleGen: %d files read by this worker (%d ingested, %d quarantined).',
+                   self._seen, self._seen_ingested, self._seen - self._seen_ingested)
+
+
+class _SplitsPerHash(beam.CombineFn):
+  """The set of layout splits a content hash occurs in."""
+
+  def create_accumulator(self):
+    return set()
+
+  def add_input(self, accumulator, split):
+    accumulator.add(split)
+    return accumulator
+
+  def merge_accumulators(self, accumulators):
+    return set().union(*accumulators)
+
+  def extract_output(self, accumulator):
+    return sorted(accumulator)
+
+
+def _held_out_split(splits: List[str]) -> str:
+  ranked = [s for s in _HELD_OUT_ORDER if s in splits]
+  return ranked[0] if ranked else splits[0]
+
+
+# Per class tallies: name -> meta key. Dimensions are counted per value (a dimension has few
+# distinct values), so the medians are exact and memory stays bounded by the distinct sizes.
+_PROFILE_KEYS = {'sources': 'source', 'formats': 'format', 'modes': 'mode',
+                 'size_buckets': None, 'widths': 'width', 'heights': 'height'}
+
+
+class ProfileFn(beam.CombineFn):
+  """Counts per split and class, and per class sources, formats, modes and sizes."""
+
+  def create_accumulator(self):
+    return {'counts': {}, 'classes': {}}
+
+  def add_input(self, acc, meta):
+    by_class = acc['counts'].setdefault(meta['split'], {})
+    by_class[meta['class']] = by_class.get(meta['class'], 0) + 1
+    tables = acc['classes'].setdefault(meta['class'], {k: {} for k in _PROFILE_KEYS})
+    for table, key in _PROFILE_KEYS.items():
+      value = (features.size_bucket(meta['height'], meta['width']) if key is None
+               else meta[key])
+      tables[table][value] = tables[table].get(value, 0) + 1
+    return acc
+
+  def merge_accumulators(self, accumulators):
+    out = self.create_accumulator()
+    for acc in accumulators:
+      for split, by_class in acc['counts'].items():
+        mine = out['counts'].setdefault(split, {})
+        for name, n in by_class.items():
+          mine[name] = mine.get(name, 0) + n
+      for name, tables in acc['classes'].items():
+        mine = out['classes'].setdefault(name, {k: {} for k in _PROFILE_KEYS})
+        for table, values in tables.items():
+          for value, n in values.items():
+            mine[table][value] = mine[table].get(value, 0) + n
+    return out
+
+  def extract_output(self, acc):
+    return acc
+
+
+def _median(histogram: Dict[int, int]) -> float:
+  """The median of the values a {value: count} histogram holds."""
+  total = sum(histogram.values())
+  wanted = {(total - 1) // 2, total // 2}
+  picked, seen = [], 0
+  for value in sorted(histogram):
+    start, seen = seen, seen + histogram[value]
+    picked += [value for i in wanted if start <= i < seen]
+  return sum(picked) / len(picked)
+
+
+def _shares(counts: Dict[str, int]) -> Dict[str, float]:
+  total = sum(counts.values())
+  return {k: round(n / total, 4) for k, n in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
+def class_profile(tables: Dict[str, Dict[Any, int]]) -> Dict[str, Any]:
+  """What report.json says about one class: shares of formats, modes, size buckets; sizes."""
+  n = sum(tables['formats'].values())
+  return {
+      'images': n,
+      'format_shares': _shares(tables['formats']),
+      'mode_shares': _shares(tables['modes']),
+      'size_bucket_shares': _shares(tables['size_buckets']),
+      'width': {'min': min(tables['widths']), 'median': _median(tables['widths']),
+                'max': max(tables['widths'])},
+      'height': {'min': min(tables['heights']), 'median': _median(tables['heights']),
+                 'max': max(tables['heights'])},
+  }
+
+
+def _describe_shares(shares: Dict[str, float], upper: bool) -> str:
+  shown = [f'{share:.0%} {name.upper() if upper else name}'
+           for name, share in shares.items() if share >= 0.005]
+  return ', '.join(shown[:3]) + (', ...' if len(shown) > 3 else '')
+
+
+def _distance(a: Dict[str, float], b: Dict[str, float]) -> float:
+  """Total variation distance between two share tables: 0 same, 1 disjoint."""
+  return sum(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in set(a) | set(b)) / 2
+
+
+def bias_warnings(profile: Dict[str, Dict[str, Any]]) -> List[str]:
+  """Sentences on what differs between the classes besides their content."""
+  if not all(name in profile for name in features.LABEL_NAMES):
+    return []
+  real, fake = (profile[name] for name in features.LABEL_NAMES)
+  names = features.LABEL_NAMES
+  out = []
+  for key, upper, what in (
+      ('format_shares', True, 'the container (file format and its compression) instead of '
+       'the content'),
+      ('mode_shares', False, 'the colour mode (greyscale, alpha, palette) instead of the content')):
+    if _distance(real[key], fake[key]) >= BIAS_THRESHOLD:
+      out.append(f'{names[0]} is {_describe_shares(real[key], upper)} but {names[1]} is '
+                 f'{_describe_shares(fake[key], upper)}: a model can learn {what}.')
+  size = {name: (profile[name]['width']['median'], profile[name]['height']['median'])
+          for name in names}
+  ratio = max(max(a, b) / max(min(a, b), 1) for a, b in zip(*size.values()))
+  if (ratio >= 1.5 or _distance(real['size_bucket_shares'], fake['size_bucket_shares'])
+      >= BIAS_THRESHOLD):
+    out.append(
+        f'{names[0]} images have a median size of {size[names[0]][0]:g}x{size[names[0]][1]:g} '
+        f'({_describe_shares(real["size_bucket_shares"], False)}) but {names[1]} '
+        f'{size[names[1]][0]:g}x{size[names[1]][1]:g} '
+        f'({_describe_shares(fake["size_bucket_shares"], False)}): a model can learn the image '
+        'size (and resizing traces) instead of the content.')
+  return out
+
+
+def duplicate_warnings(groups: List[Dict[str, Any]]) -> List[str]:
+  out = []
+  moved = [g for g in groups if g['kept_in_one_split']]
+  crossing = [g for g in groups if g['crosses_splits']]
+  labels = [g for g in groups if g['crosses_classes']]
+  if moved:
+    out.append(f"{len(moved)} group(s) of byte-identical files lay in more than one of the "
+               "layout's splits; each group was kept in its most held-out split to prevent "
+               f"leakage, e.g. {', '.join(moved[0]['paths'][:3])} -> {moved[0]['splits'][0]}.")
+  if crossing:
+    out.append(f'{len(crossing)} group(s) of byte-identical files are in more than one split '
+               f"(leakage: evaluation sees training images), e.g. "
+               f"{', '.join(crossing[0]['paths'][:3])} in {' and '.join(crossing[0]['splits'])}.")
+  if labels:
+    out.append(f'{len(labels)} group(s) of byte-identical files carry both labels (label '
+               f"noise), e.g. {', '.join(labels[0]['paths'][:3])}.")
+  return out
+
+
+def _duplicate_group(item: Tuple[str, List[Tuple[str, str, Optional[str], str]]]
+                     ) -> Dict[str, Any]:
   content_hash, members = item
-  splits = sorted({split for _, split, _ in members})
-  classes = sorted({class_name for _, _, class_name in members})
-  return {'content_hash': content_hash, 'paths': sorted(path for path, _, _ in members),
+  splits = sorted({split for _, split, _, _ in members})
+  layout_splits = sorted({s for _, _, s, _ in members if s is not None})
+  classes = sorted({class_name for _, _, _, class_name in members})
+  return {'content_hash': content_hash, 'paths': sorted(path for path, _, _, _ in members),
           'splits': splits, 'crosses_splits': len(splits) > 1,
+          'kept_in_one_split': len(layout_splits) > 1 and len(splits) == 1,
           'classes': classes, 'crosses_classes': len(classes) > 1}
 
 
-def _write_report(_, tallies, duplicates, quarantined, header: Dict[str, Any], split_names,
-                  report_path: str) -> None:
+def _write_report(_, profile, duplicates, quarantined, header: Dict[str, Any], split_names,
+                  report_uri: str) -> None:
   """Runs once, after every file went through: the whole report is assembled by Beam."""
   counts = {s: {c: 0 for c in features.LABEL_NAMES} for s in split_names}
-  sources = {c: {} for c in features.LABEL_NAMES}
-  formats = {c: {} for c in features.LABEL_NAMES}
-  for (kind, key, value), n in tallies:
-    table = {'counts': counts, 'sources': sources, 'formats': formats}[kind]
-    table[key][value] = table[key].get(value, 0) + n
+  for split, by_class in profile['counts'].items():
+    counts[split].update(by_class)
+  classes = {c: profile['classes'].get(c) for c in features.LABEL_NAMES}
   reasons: Dict[str, int] = {}
   for record in quarantined:
     reasons[record['reason']] = reasons.get(record['reason'], 0) + 1
+  duplicates = sorted(duplicates, key=lambda g: g['paths'][0])
+  per_class = {c: class_profile(t) for c, t in classes.items() if t}
+  warnings_ = bias_warnings(per_class) + duplicate_warnings(duplicates)
+  for split, by_class in counts.items():
+    missing = [c for c, n in by_class.items() if not n]
+    if missing and sum(by_class.values()):
+      warnings_.append(f"Split {split!r} has no {' or '.join(missing)} image: its metrics "
+                       'will be one-sided.')
   report = dict(header)
   report.update({
-      'ingested': sum(n for (kind, _, _), n in tallies if kind == 'counts'),
+      'ingested': sum(sum(by_class.values()) for by_class in counts.values()),
       'quarantined': sorted(quarantined, key=lambda r: r['path']),
       'quarantine_reasons': dict(sorted(reasons.items())),
       'counts': counts,
-      'sources': {c: dict(sorted(v.items())) for c, v in sources.items()},
-      'formats': {c: dict(sorted(v.items())) for c, v in formats.items()},
-      'duplicates': sorted(duplicates, key=lambda g: g['paths'][0]),
+      'sources': {c: dict(sorted((t or {}).get('sources', {}).items())) for c, t in classes.items()},
+      'formats': {c: dict(sorted((t or {}).get('formats', {}).items())) for c, t in classes.items()},
+      'modes': {c: dict(sorted((t or {}).get('modes', {}).items())) for c, t in classes.items()},
+      'profile': per_class,
+      'duplicates': duplicates,
+      'warnings': warnings_,
   })
-  with fileio.open(report_path, 'w') as f:
+  with fileio.open(os.path.join(report_uri, REPORT_FILE), 'w') as f:
     f.write(json.dumps(report, indent=2))
+  buffer = io.StringIO()
+  writer = csv.writer(buffer)
+  writer.writerow(['path', 'reason', 'detail'])
+  writer.writerows([r['path'], r['reason'], r['detail']] for r in report['quarantined'])
+  with fileio.open(os.path.join(report_uri, QUARANTINE_FILE), 'w') as f:
+    f.write(buffer.getvalue())
+
+
+def build_pipeline(pipeline, data_dir: str, layout: layouts.Layout, entries: List[layouts.Entry],
+                   split_names: List[str], plan: SplitPlan, max_pixels: int,
+                   duplicate_policy: str, num_shards: int, examples_uri: str, report_uri: str,
+                   header: Dict[str, Any]) -> None:
+  """The Beam graph: read files in parallel, write split shards, combine the report."""
+  reader = ImageReader(data_dir, layout, plan, max_pixels)
+  files = pipeline | 'ListFiles' >> beam.Create(entries)  # Create reshuffles: work spreads out
+  if duplicate_policy == SAME_SPLIT and len(layout.splits) > 1:
+    # A first, cheap pass (read and hash, no decode) finds identical files the layout put in
+    # different splits; only those (few) travel to the workers, as a side input.
+    held_out = (files
+                | 'HashFiles' >> beam.FlatMap(reader.hash_and_split)
+                | 'SplitsPerHash' >> beam.CombinePerKey(_SplitsPerHash())
+                | 'CrossingSplits' >> beam.Filter(lambda kv: len(kv[1]) > 1)
+                | 'HeldOutSplit' >> beam.MapTuple(lambda h, splits: (h, _held_out_split(splits))))
+  else:
+    held_out = pipeline | 'NoHeldOut' >> beam.Create([])
+  results = files | 'ReadAndValidate' >> beam.ParDo(
+      _ReadImage(reader, split_names), beam.pvalue.AsDict(held_out)).with_outputs(
+          _QUARANTINE, _META, main='examples')
+  by_split = results.examples | 'PartitionBySplit' >> beam.Partition(
+      lambda item, _: item[0], len(split_names))
+  for index, name in enumerate(split_names):
+    _ = (by_split[index]
+         | f'Serialized[{name}]' >> beam.Values()
+         | f'WriteSplit[{name}]' >> beam.io.WriteToTFRecord(
+             os.path.join(examples_uri, f'Split-{name}', write_split.DEFAULT_TF_RECORD_FILE_NAME),
+             file_name_suffix='.gz', num_shards=num_shards))
+  profile = results[_META] | 'Profile' >> beam.CombineGlobally(ProfileFn())
+  duplicates = (results[_META]
+                | 'KeyByHash' >> beam.Map(
+                    lambda m: (m['hash'], (m['path'], m['split'], m['layout_split'], m['class'])))
+                | 'GroupByHash' >> beam.GroupByKey()
+                | 'OnlyDuplicates' >> beam.Filter(lambda kv: len(list(kv[1])) > 1)
+                | 'DuplicateGroup' >> beam.Map(lambda kv: _duplicate_group((kv[0], list(kv[1]))))
+                | 'DuplicatesToList' >> beam.combiners.ToList())
+  quarantined = results[_QUARANTINE] | 'QuarantineToList' >> beam.combiners.ToList()
+  _ = (pipeline
+       | 'ReportTrigger' >> beam.Create([None])
+       | 'WriteReport' >> beam.Map(
+           _write_report, beam.pvalue.AsSingleton(profile),
+           beam.pvalue.AsSingleton(duplicates), beam.pvalue.AsSingleton(quarantined),
+           header=header, split_names=split_names, report_uri=report_uri))
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -342,56 +621,28 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     ratios = parse_split_ratios(exec_properties.get(SPLIT_RATIOS_KEY))
     max_pixels = int(exec_properties.get(MAX_PIXELS_KEY) or DEFAULT_MAX_PIXELS)
     num_shards = int(exec_properties.get(NUM_SHARDS_KEY) or 0)  # 0: Beam decides
+    policy = exec_properties.get(DUPLICATES_KEY) or SAME_SPLIT
+    if policy not in DUPLICATE_POLICIES:
+      raise ValueError(f'duplicates must be one of {DUPLICATE_POLICIES}, got {policy!r}.')
     examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
     report = artifact_utils.get_single_instance(output_dict[REPORT_KEY])
 
     layout = layouts.detect(data_dir)
     split_names, plan = plan_splits(ratios, layout.splits)
+    split_plan = describe_plan(split_names, plan)
     entries = layout.list_files(data_dir)
     logging.info('ImageExampleGen: %d files found in %s (layout %s); splits %s.',
-                 len(entries), data_dir, layout.name, split_names)
+                 len(entries), data_dir, layout.name, split_plan)
 
     examples.split_names = artifact_utils.encode_split_names(split_names)
     report_path = os.path.join(report.uri, REPORT_FILE)
     header = {'data_dir': data_dir, 'layout': layout.name, 'files_found': len(entries),
-              'splits': split_names, 'split_ratios': ratios, 'max_pixels': max_pixels}
+              'splits': split_names, 'split_ratios': ratios, 'split_plan': split_plan,
+              'duplicate_policy': policy, 'max_pixels': max_pixels}
 
     with self._make_beam_pipeline() as pipeline:
-      results = (
-          pipeline
-          | 'ListFiles' >> beam.Create(entries)
-          | 'Reshuffle' >> beam.Reshuffle()
-          | 'ReadAndValidate' >> beam.ParDo(
-              _ReadImage(data_dir, layout, split_names, plan, max_pixels)).with_outputs(
-                  _QUARANTINE, _META, main='examples'))
-      by_split = results.examples | 'PartitionBySplit' >> beam.Partition(
-          lambda item, _: item[0], len(split_names))
-      for index, name in enumerate(split_names):
-        _ = (by_split[index]
-             | f'Serialized[{name}]' >> beam.Values()
-             | f'WriteSplit[{name}]' >> beam.io.WriteToTFRecord(
-                 os.path.join(artifact_utils.get_split_uri([examples], name),
-                              write_split.DEFAULT_TF_RECORD_FILE_NAME),
-                 file_name_suffix='.gz', num_shards=num_shards))
-      tallies = (results[_META]
-                 | 'Tally' >> beam.FlatMap(_tally)
-                 | 'CountTallies' >> beam.combiners.Count.PerElement()
-                 | 'TalliesToList' >> beam.combiners.ToList())
-      duplicates = (results[_META]
-                    | 'KeyByHash' >> beam.Map(
-                        lambda m: (m['hash'], (m['path'], m['split'], m['class'])))
-                    | 'GroupByHash' >> beam.GroupByKey()
-                    | 'OnlyDuplicates' >> beam.Filter(lambda kv: len(list(kv[1])) > 1)
-                    | 'DuplicateGroup' >> beam.Map(
-                        lambda kv: _duplicate_group((kv[0], list(kv[1]))))
-                    | 'DuplicatesToList' >> beam.combiners.ToList())
-      quarantined = results[_QUARANTINE] | 'QuarantineToList' >> beam.combiners.ToList()
-      _ = (pipeline
-           | 'ReportTrigger' >> beam.Create([None])
-           | 'WriteReport' >> beam.Map(
-               _write_report, beam.pvalue.AsSingleton(tallies),
-               beam.pvalue.AsSingleton(duplicates), beam.pvalue.AsSingleton(quarantined),
-               header=header, split_names=split_names, report_path=report_path))
+      build_pipeline(pipeline, data_dir, layout, entries, split_names, plan, max_pixels, policy,
+                     num_shards, examples.uri, report.uri, header)
 
     # What TFX's BaseExampleGenExecutor.Do and ExampleGen driver set on the examples.
     examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
@@ -405,6 +656,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     for key in ('files_found', 'ingested'):
       report.set_int_custom_property(key, result[key])
     report.set_int_custom_property('quarantined', len(result['quarantined']))
+    report.set_int_custom_property('warnings', len(result['warnings']))
     _check(result, report_path)
 
 
@@ -414,6 +666,8 @@ def _check(result: Dict[str, Any], report_path: str) -> None:
                                   len(result['quarantined']))
   logging.info('ImageExampleGen: %d found, %d ingested, %d quarantined %s; per split %s.',
                found, ingested, quarantined, result['quarantine_reasons'], result['counts'])
+  for warning in result['warnings']:
+    logging.warning('ImageExampleGen: %s', warning)
   if ingested + quarantined != found:
     raise RuntimeError(f'ImageExampleGen lost files: {ingested} ingested + {quarantined} '
                        f'quarantined != {found} found (report: {report_path}).')
@@ -426,12 +680,5 @@ def _check(result: Dict[str, Any], report_path: str) -> None:
     if not sum(by_class.values()):
       raise ValueError(
           f'Split {name!r} has no usable image ({ingested} images ingested in all; splits '
-          f'{list(result["counts"])} from the {result["layout"]} layout and split_ratios '
+          f'{result["split_plan"]} from the {result["layout"]} layout and split_ratios '
           f'{result["split_ratios"]}); add images or change split_ratios.')
-    missing = [c for c, n in by_class.items() if not n]
-    if missing:
-      logging.warning('ImageExampleGen: split %r has no %s image.', name, missing)
-  crossing = [g for g in result['duplicates'] if g['crosses_splits'] or g['crosses_classes']]
-  if crossing:
-    logging.warning('ImageExampleGen: %d groups of identical files cross splits or classes '
-                    '(leakage or label noise), e.g. %s.', len(crossing), crossing[0]['paths'])
