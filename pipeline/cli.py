@@ -169,5 +169,77 @@ def _root_message(error: BaseException) -> str:
   return text[-1] if text else type(error).__name__
 
 
+# -- Serving: pushed models, prediction, explanation ------------------------------------------
+
+def _serving_root(output: str) -> str:
+  root = os.path.join(output, 'serving_model')
+  return root if os.path.isdir(root) else output
+
+
+@main.group()
+def models() -> None:
+  """The pushed models: list versions, pin one for TF Serving (rollback), unpin."""
+
+
+@models.command('list')
+@click.option('--output', default='outputs', show_default=True, type=click.Path(file_okay=False),
+              help='The run\'s output folder (or its serving_model/ folder).')
+@click.option('--name', default=None, help='Model name, when the folder holds several.')
+@click.option('--json', 'as_json', is_flag=True, help='Machine-readable rows.')
+def models_list(output, name, as_json) -> None:
+  """Pushed versions, newest first: when, threshold, metrics, the run that blessed it."""
+  import json  # pylint: disable=g-import-not-at-top
+  from pipeline import models as models_lib  # pylint: disable=g-import-not-at-top
+  try:
+    rows = models_lib.describe(_serving_root(output), name)
+  except models_lib.ModelsError as e:
+    raise UserError(str(e)) from None
+  click.echo(json.dumps(rows, indent=2) if as_json else models_lib.render_rows(rows))
+
+
+@models.command('rollback')
+@click.argument('version', type=int)
+@click.option('--output', default='outputs', show_default=True, type=click.Path(file_okay=False))
+@click.option('--name', default=None, help='Model name, when the folder holds several.')
+def models_rollback(version, output, name) -> None:
+  """Pin VERSION in models.config: TF Serving serves it instead of the latest."""
+  from pipeline import models as models_lib  # pylint: disable=g-import-not-at-top
+  try:
+    path = models_lib.rollback(_serving_root(output), version, name)
+  except models_lib.ModelsError as e:
+    raise UserError(str(e)) from None
+  click.echo(f'Pinned version {version} in {path}; a server started with --model_config_file '
+             '(and --model_config_file_poll_wait_seconds) switches to it. '
+             '`fakedetect models unpin` serves the latest again.')
+
+
+@models.command('unpin')
+@click.option('--output', default='outputs', show_default=True, type=click.Path(file_okay=False))
+@click.option('--name', default=None, help='Model name, when the folder holds several.')
+def models_unpin(output, name) -> None:
+  """Remove the pin: TF Serving serves the latest version again."""
+  from pipeline import models as models_lib  # pylint: disable=g-import-not-at-top
+  try:
+    path = models_lib.unpin(_serving_root(output), name)
+  except models_lib.ModelsError as e:
+    raise UserError(str(e)) from None
+  click.echo(f'Unpinned in {path}: the latest version is served.')
+
+
+@models.command('config')
+@click.option('--output', default='outputs', show_default=True, type=click.Path(file_okay=False))
+@click.option('--base-path', default=None,
+              help='Where the server sees the serving root, e.g. /models in the '
+              'tensorflow/serving container. Default: as the file says, else the absolute path.')
+def models_config(output, base_path) -> None:
+  """Regenerate models.config from the versions on disk (pins are kept)."""
+  from pipeline import models as models_lib  # pylint: disable=g-import-not-at-top
+  try:
+    path = models_lib.write_config(_serving_root(output), base_path=base_path)
+  except models_lib.ModelsError as e:
+    raise UserError(str(e)) from None
+  click.echo(path)
+
+
 if __name__ == '__main__':
   sys.exit(main())

@@ -1,0 +1,322 @@
+"""The pushed models on disk: versions, TF Serving's `models.config`, pinning and rollback.
+
+Layout (TFX's Pusher writes it, copying `saved_model.pb` last so the server never sees a
+half-written version):
+
+  <output>/serving_model/models.config          ModelServerConfig text proto, kept current here
+  <output>/serving_model/<name>/<version>/      saved_model.pb, variables/, assets.extra/
+  <output>/metadata.sqlite, <output>/summary.json  what `models list` reads metrics and runs from
+
+TF Serving serves the highest complete version unless the config pins one through
+`model_version_policy { specific { versions: N } }`; `rollback` writes such a pin, `unpin` removes
+it, and `write_config` regenerates the file from what is on disk, keeping any pin still valid.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+CONFIG_FILE = 'models.config'
+METADATA_FILE = os.path.join('assets.extra', 'fakedetect.json')  # as components/serve.py writes
+DEFAULT_MODEL_NAME = 'fakedetect'
+_HEADER = ('# TF Serving ModelServerConfig, written by `fakedetect` from the versions on disk.\n'
+           '# Serve with: tensorflow_model_server --model_config_file=<this file> '
+           '(--model_config_file_poll_wait_seconds=60 picks up rollbacks)\n'
+           '# A model_version_policy pins a version (`fakedetect models rollback VERSION`).\n')
+
+
+class ModelsError(ValueError):
+  """A problem with the push directory a user can act on; the message says how."""
+
+
+@dataclasses.dataclass
+class Version:
+  version: int
+  path: str
+  complete: bool  # saved_model.pb and variables/ are there: TF Serving may load it
+  pushed_at: float  # unix time: the Pusher names versions by it; else the folder's mtime
+
+
+@dataclasses.dataclass
+class ModelEntry:
+  name: str
+  base_path: str
+  pinned: Optional[int] = None
+
+
+def versions(model_dir: str) -> List[Version]:
+  """Integer-named version folders of one model, oldest first."""
+  found = []
+  if not os.path.isdir(model_dir):
+    return found
+  for name in os.listdir(model_dir):
+    path = os.path.join(model_dir, name)
+    if not (name.isdigit() and os.path.isdir(path)):
+      continue
+    complete = (os.path.isfile(os.path.join(path, 'saved_model.pb')) and
+                os.path.isdir(os.path.join(path, 'variables')))
+    number = int(name)
+    # Pusher versions are unix timestamps (seconds); anything else gets the folder's mtime.
+    pushed_at = float(number) if 1e9 <= number < 1e10 else os.path.getmtime(path)
+    found.append(Version(number, path, complete, pushed_at))
+  return sorted(found, key=lambda v: v.version)
+
+
+def model_names(serving_root: str) -> List[str]:
+  """Models under a serving root: sub-folders holding at least one complete version."""
+  if not os.path.isdir(serving_root):
+    return []
+  return sorted(name for name in os.listdir(serving_root)
+                if any(v.complete for v in versions(os.path.join(serving_root, name))))
+
+
+def parse_config(text: str) -> List[ModelEntry]:
+  """Parses a ModelServerConfig text proto with TF Serving's own proto (tensorflow-serving-api,
+  which TFX depends on), so what parses here parses in the server."""
+  from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
+  from tensorflow_serving.config import model_server_config_pb2  # pylint: disable=g-import-not-at-top
+  config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+  entries = []
+  for item in config.model_config_list.config:
+    specific = list(item.model_version_policy.specific.versions)
+    entries.append(ModelEntry(item.name, item.base_path, specific[0] if specific else None))
+  return entries
+
+
+def render_config(entries: List[ModelEntry]) -> str:
+  """ModelServerConfig text proto for the entries, with a header saying where it comes from."""
+  from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
+  from tensorflow_serving.config import model_server_config_pb2  # pylint: disable=g-import-not-at-top
+  config = model_server_config_pb2.ModelServerConfig()
+  for entry in entries:
+    item = config.model_config_list.config.add(
+        name=entry.name, base_path=entry.base_path, model_platform='tensorflow')
+    if entry.pinned is not None:
+      item.model_version_policy.specific.versions.append(entry.pinned)
+  return _HEADER + text_format.MessageToString(config)
+
+
+def read_config(serving_root: str) -> List[ModelEntry]:
+  path = os.path.join(serving_root, CONFIG_FILE)
+  if not os.path.isfile(path):
+    return []
+  with open(path, encoding='utf-8') as f:
+    return parse_config(f.read())
+
+
+def write_config(serving_root: str, pins: Optional[Dict[str, Optional[int]]] = None,
+                 base_path: Optional[str] = None) -> str:
+  """Regenerates `<serving_root>/models.config` from the models on disk; returns its path.
+
+  serving_root: the Pusher's base directory's parent, e.g. `<output>/serving_model`.
+  pins: {model name: version to pin, or None to unpin}; models not named keep the pin the
+    current file has, unless that version is no longer complete on disk (then it is dropped, with
+    a warning, so the server is never told to serve a version that is not there).
+  base_path: the folder the server sees the serving root as (e.g. `/models` inside the
+    tensorflow/serving container); default: what the current file says, else the absolute path.
+  The file is replaced atomically, so a server polling it never reads half of it.
+  """
+  serving_root = os.path.abspath(serving_root)
+  existing = {entry.name: entry for entry in read_config(serving_root)}
+  pins = dict(pins or {})
+  entries = []
+  for name in model_names(serving_root):
+    old = existing.get(name)
+    if base_path is not None:
+      path = base_path.rstrip('/') + '/' + name
+    elif old is not None and old.base_path:
+      path = old.base_path
+    else:
+      path = os.path.join(serving_root, name)
+    pinned = pins[name] if name in pins else (old.pinned if old else None)
+    complete = {v.version for v in versions(os.path.join(serving_root, name)) if v.complete}
+    if pinned is not None and pinned not in complete:
+      if name in pins:
+        raise ModelsError(f'Version {pinned} of {name!r} is not a complete pushed model; '
+                          f'pushed versions: {", ".join(map(str, sorted(complete)))}.')
+      logging.warning('Dropping the pin of %s on version %s: it is no longer on disk.', name,
+                      pinned)
+      pinned = None
+    entries.append(ModelEntry(name, path, pinned))
+  unknown = sorted(set(pins) - {e.name for e in entries})
+  if unknown:
+    raise ModelsError(f'No pushed model named {unknown[0]!r} under {serving_root}.')
+  path = os.path.join(serving_root, CONFIG_FILE)
+  os.makedirs(serving_root, exist_ok=True)
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    f.write(render_config(entries))
+  os.replace(tmp, path)
+  return path
+
+
+def _only_model(serving_root: str, name: Optional[str]) -> str:
+  names = model_names(serving_root)
+  if name:
+    if name not in names:
+      raise ModelsError(f'No pushed model named {name!r} under {serving_root}; '
+                        f'found: {", ".join(names) or "none"}.')
+    return name
+  if not names:
+    raise ModelsError(f'No pushed model under {serving_root}: run `fakedetect run` first.')
+  if len(names) > 1:
+    raise ModelsError(f'Several models under {serving_root} ({", ".join(names)}): name one.')
+  return names[0]
+
+
+def rollback(serving_root: str, version: int, name: Optional[str] = None) -> str:
+  """Pins `version` of the model in models.config; TF Serving then serves only that version."""
+  name = _only_model(serving_root, name)
+  return write_config(serving_root, pins={name: int(version)})
+
+
+def unpin(serving_root: str, name: Optional[str] = None) -> str:
+  """Removes the pin: the server goes back to the latest version."""
+  name = _only_model(serving_root, name)
+  return write_config(serving_root, pins={name: None})
+
+
+def served_version(serving_root: str, name: Optional[str] = None) -> Version:
+  """The version TF Serving serves under the current config: the pin, else the latest complete."""
+  name = _only_model(serving_root, name)
+  complete = [v for v in versions(os.path.join(serving_root, name)) if v.complete]
+  pinned = next((e.pinned for e in read_config(serving_root) if e.name == name), None)
+  chosen = [v for v in complete if v.version == pinned] if pinned is not None else []
+  return chosen[0] if chosen else complete[-1]
+
+
+def find_model(path: Optional[str], default_output: str = 'outputs') -> str:
+  """A SavedModel folder from a version folder, a model folder, a serving root or an output dir.
+
+  Anything above a version folder resolves to the version TF Serving would serve.
+  """
+  path = os.path.abspath(path or default_output)
+  if os.path.isfile(os.path.join(path, 'saved_model.pb')):
+    return path
+  for root in (path, os.path.join(path, 'serving_model')):
+    if model_names(root):
+      return served_version(root).path
+  if any(v.complete for v in versions(path)):  # a model folder: <root>/<name>
+    return served_version(os.path.dirname(path), os.path.basename(path)).path
+  where = 'under ' + path
+  raise ModelsError(f'No pushed model found {where}. Run `fakedetect run` first (blessed models are '
+                    'pushed to <output>/serving_model/), or pass --model PATH.')
+
+
+def read_model_metadata(version_dir: str) -> Dict[str, Any]:
+  path = os.path.join(version_dir, METADATA_FILE)
+  if not os.path.isfile(path):
+    return {}
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def pushes_from_metadata(metadata_path: str) -> Dict[str, Dict[str, Any]]:
+  """{pushed version folder: {run_id, metrics}} from ML Metadata, read-only.
+
+  Follows lineage: the Pusher's PushedModel artifact (custom properties `pushed_destination`,
+  `pushed_version`) -> the Pusher's `model_blessing` input -> the Evaluator execution that
+  produced it -> its pipeline run and its `evaluation` output (the metrics that blessed it).
+  """
+  from ml_metadata import metadata_store  # pylint: disable=g-import-not-at-top
+  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+  connection = metadata_store_pb2.ConnectionConfig()
+  connection.sqlite.filename_uri = metadata_path
+  connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+  store = metadata_store.MetadataStore(connection)
+  event_types = metadata_store_pb2.Event
+
+  def execution_of(artifact_id: int) -> Optional[int]:
+    events = store.get_events_by_artifact_ids([artifact_id])
+    return next((e.execution_id for e in events if e.type == event_types.OUTPUT), None)
+
+  def linked(execution_id: int, kind: int, key: str) -> Optional[Any]:
+    for event in store.get_events_by_execution_ids([execution_id]):
+      if event.type == kind and key in [s.key for s in event.path.steps if s.HasField('key')]:
+        return store.get_artifacts_by_id([event.artifact_id])[0]
+    return None
+
+  def run_of(execution_id: int) -> Optional[str]:
+    runs = [c for c in store.get_contexts_by_execution(execution_id)
+            if store.get_context_types_by_id([c.type_id])[0].name == 'pipeline_run']
+    return runs[0].name if runs else None
+
+  found = {}
+  try:
+    pushed = store.get_artifacts_by_type('PushedModel')
+  except Exception:  # pylint: disable=broad-except  (an empty store has no such type yet)
+    return found
+  for artifact in pushed:
+    props = artifact.custom_properties
+    if 'pushed_destination' not in props or props['pushed'].int_value != 1:
+      continue
+    record: Dict[str, Any] = {'pushed_version': props['pushed_version'].string_value,
+                              'run_id': None, 'metrics': {}}
+    pusher = execution_of(artifact.id)
+    blessing = linked(pusher, event_types.INPUT, 'model_blessing') if pusher else None
+    evaluator = execution_of(blessing.id) if blessing is not None else None
+    if evaluator is not None:
+      record['run_id'] = run_of(evaluator)
+      evaluation = linked(evaluator, event_types.OUTPUT, 'evaluation')
+      if evaluation is not None:
+        from pipeline import summary  # pylint: disable=g-import-not-at-top
+        try:
+          record['metrics'] = summary.evaluation_metrics(evaluation.uri).get(summary.OVERALL, {})
+        except Exception as e:  # pylint: disable=broad-except
+          logging.warning('Could not read the evaluation at %s: %s', evaluation.uri, e)
+    found[os.path.abspath(props['pushed_destination'].string_value)] = record
+  return found
+
+
+def describe(serving_root: str, name: Optional[str] = None) -> List[Dict[str, Any]]:
+  """One row per version: what `fakedetect models list` shows, newest first."""
+  serving_root = os.path.abspath(serving_root)
+  name = _only_model(serving_root, name)
+  output_dir = os.path.dirname(serving_root)
+  lineage: Dict[str, Dict[str, Any]] = {}
+  metadata_path = os.path.join(output_dir, 'metadata.sqlite')
+  if os.path.isfile(metadata_path):
+    lineage = pushes_from_metadata(metadata_path)
+  summary_path = os.path.join(output_dir, 'summary.json')
+  if os.path.isfile(summary_path):  # the latest run; fills in when MLMD is not next to it
+    with open(summary_path, encoding='utf-8') as f:
+      last = json.load(f)
+    if last.get('pushed_model'):
+      lineage.setdefault(os.path.abspath(last['pushed_model']),
+                         {'run_id': last.get('run_id'), 'metrics': last.get('metrics', {})})
+  served = served_version(serving_root, name).version
+  pinned = next((e.pinned for e in read_config(serving_root) if e.name == name), None)
+  rows = []
+  for version in reversed(versions(os.path.join(serving_root, name))):
+    meta = read_model_metadata(version.path) if version.complete else {}
+    info = lineage.get(os.path.abspath(version.path), {})
+    rows.append({
+        'model': name, 'version': version.version, 'path': version.path,
+        'complete': version.complete, 'served': version.version == served,
+        'pinned': version.version == pinned,
+        'pushed_at': time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(version.pushed_at)),
+        'threshold': meta.get('threshold'), 'image_size': meta.get('image_size'),
+        'hyperparameters': meta.get('hyperparameters'),
+        'run_id': info.get('run_id'), 'metrics': info.get('metrics', {}),
+    })
+  return rows
+
+
+def render_rows(rows: List[Dict[str, Any]]) -> str:
+  """The table `fakedetect models list` prints."""
+  lines = [f'{"":2}{"version":<12}{"pushed":<21}{"threshold":>9}  {"accuracy":>8}  '
+           f'{"precision":>9}  {"recall":>6}  {"auc":>6}  blessed by run']
+  for row in rows:
+    mark = '* ' if row['served'] else '  '
+    metrics = row['metrics'] or {}
+    value = lambda key, m=metrics: f'{m[key]:.4f}' if key in m else '-'
+    threshold = f"{row['threshold']:.4f}" if row['threshold'] is not None else '-'
+    note = ' (pinned)' if row['pinned'] else ('' if row['complete'] else ' (incomplete)')
+    lines.append(f"{mark}{row['version']:<12}{row['pushed_at']:<21}{threshold:>9}  "
+                 f"{value('accuracy'):>8}  {value('precision'):>9}  {value('recall'):>6}  "
+                 f"{value('auc'):>6}  {row['run_id'] or '-'}{note}")
+  lines.append('* = the version TF Serving serves under models.config')
+  return '\n'.join(lines)
