@@ -171,6 +171,18 @@ def _root_message(error: BaseException) -> str:
 
 # -- Serving: pushed models, prediction, explanation ------------------------------------------
 
+_MODEL_HELP = ('A pushed model: a version folder, a model folder, a serving root or a run\'s '
+               '--output folder (then the version TF Serving serves). Default: ./outputs.')
+
+
+def _find_model(model) -> str:
+  from pipeline import models  # pylint: disable=g-import-not-at-top
+  try:
+    return models.find_model(model)
+  except models.ModelsError as e:
+    raise UserError(str(e)) from None
+
+
 def _serving_root(output: str) -> str:
   root = os.path.join(output, 'serving_model')
   return root if os.path.isdir(root) else output
@@ -239,6 +251,67 @@ def models_config(output, base_path) -> None:
   except models_lib.ModelsError as e:
     raise UserError(str(e)) from None
   click.echo(path)
+
+
+@main.command()
+@click.argument('paths', nargs=-1, required=True)
+@click.option('--model', default=None, help=_MODEL_HELP)
+@click.option('--output', '-o', default='-', show_default=True, type=click.Path(dir_okay=False),
+              help='Where the rows go; - is stdout.')
+@click.option('--format', 'fmt', type=click.Choice(['csv', 'jsonl']), default='csv',
+              show_default=True)
+@click.option('--batch-size', default=64, show_default=True, type=click.IntRange(1, 4096))
+@click.option('--uncertain-band', default=0.1, show_default=True, type=click.FloatRange(0, 1),
+              help='uncertain = |fake_probability - threshold| < band.')
+@click.option('--max-bytes', default=None, type=click.IntRange(1),
+              help='Refuse files larger than this (default 32 MiB).')
+@click.option('--max-pixels', default=None, type=click.IntRange(1),
+              help='Refuse images with more pixels than this (default as data.max_pixels).')
+@click.option('--no-progress', is_flag=True, help='No progress bar on stderr.')
+def predict(paths, model, output, fmt, batch_size, uncertain_band, max_bytes, max_pixels,
+            no_progress) -> None:
+  """Score images (files, folders, globs) with a pushed model: path, fake_probability, label,
+  uncertain, error (one row per file; files that cannot be scored say why)."""
+  from pipeline import predict as predict_lib  # pylint: disable=g-import-not-at-top
+  model_dir = _find_model(model)
+  limits = predict_lib.Limits(max_bytes or predict_lib.DEFAULT_MAX_BYTES,
+                              max_pixels or predict_lib.DEFAULT_MAX_PIXELS)
+  targets = predict_lib.expand_paths(paths)
+  predictor = predict_lib.Predictor(model_dir)
+  click.echo(f'Model {model_dir} (threshold {predictor.threshold:.4f}); {len(targets)} files.',
+             err=True)
+  rows = predict_lib.predict(predictor, targets, batch_size, uncertain_band, limits,
+                             progress=not no_progress)
+  with click.open_file(output, 'w', encoding='utf-8') as out:
+    counts = predict_lib.write_rows(rows, out, fmt)
+  click.echo(f"Scored {counts['scored']} ({counts['fake']} fake, {counts['uncertain']} "
+             f"uncertain); {counts['errors']} could not be scored (see the error column).",
+             err=True)
+
+
+@main.command()
+@click.argument('image', type=click.Path(exists=True, dir_okay=False))
+@click.option('--model', default=None, help=_MODEL_HELP)
+@click.option('--output', '-o', default=None, type=click.Path(dir_okay=False),
+              help='PNG to write. Default: ./<image name>.gradcam.png')
+@click.option('--target', type=click.Choice(['predicted', 'fake', 'real']), default='predicted',
+              show_default=True, help='The class whose evidence the heatmap shows.')
+@click.option('--alpha', default=0.45, show_default=True, type=click.FloatRange(0, 1),
+              help='Heatmap opacity.')
+def explain(image, model, output, target, alpha) -> None:
+  """Grad-CAM heatmap (last convolution) over IMAGE, written as a PNG."""
+  from pipeline import explain as explain_lib  # pylint: disable=g-import-not-at-top
+  model_dir = _find_model(model)
+  with open(image, 'rb') as f:
+    data = f.read()
+  try:
+    result = explain_lib.explain(model_dir, data, target)
+  except explain_lib.ExplainError as e:
+    raise UserError(str(e)) from None
+  path = explain_lib.write_overlay(data, result, output or explain_lib.default_output(image),
+                                   alpha)
+  click.echo(f'{image}: fake_probability {result.fake_probability:.4f} -> {result.label}; '
+             f'Grad-CAM for {result.target!r} on {result.layer}: {path}')
 
 
 if __name__ == '__main__':

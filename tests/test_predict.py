@@ -1,0 +1,217 @@
+"""`fakedetect predict` and `fakedetect explain` on a real pushed model, with hostile inputs."""
+
+import csv
+import io
+import json
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tests import serving_helpers as helpers
+from tests.conftest import encode_image, random_image
+
+OLD, NEW = (version for version, _ in helpers.VERSIONS)
+
+
+@pytest.fixture(scope='module')
+def pushed(transform_output_dir, tmp_path_factory):
+  return helpers.pushed_models(tmp_path_factory, transform_output_dir)
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+  """A tiny PNG whose (CRC-valid) header declares width x height: a decompression bomb's face."""
+  data = bytearray(encode_image(random_image(4, 4, 0), 'PNG'))
+  ihdr = bytearray(data[12:29])  # b'IHDR' + 13 bytes of fields
+  ihdr[4:12] = struct.pack('>II', width, height)
+  data[12:29] = ihdr
+  data[29:33] = struct.pack('>I', zlib.crc32(bytes(ihdr)))
+  return bytes(data)
+
+
+@pytest.fixture(scope='module')
+def image_dir(tmp_path_factory):
+  """Good images of four formats, and every kind of file a user's folder may hold instead."""
+  root = tmp_path_factory.mktemp('images')
+  good = dict(zip(['a.jpg', 'b.png', 'c.gif', 'd.bmp'], helpers.sample_images()))
+  jpeg = encode_image(random_image(64, 64, 5), 'JPEG')
+  bad = {
+      'empty.jpg': b'',
+      'truncated.jpg': jpeg[:len(jpeg) // 3],
+      'truncated.png': good['b.png'][:60],
+      'notes.txt': b'not an image at all\n',
+      'random.bin': np.random.default_rng(0).bytes(2048),
+      'bomb.png': _png_declaring(60000, 60000),
+      'sub/huge.png': encode_image(random_image(1200, 1000, 6), 'PNG'),  # over the test's limit
+  }
+  for name, data in {**good, **bad}.items():
+    (root / name).parent.mkdir(exist_ok=True)
+    (root / name).write_bytes(data)
+  (root / '.hidden.jpg').write_bytes(good['a.jpg'])
+  return root, good, bad
+
+
+LIMITS = dict(max_bytes=1_000_000, max_pixels=1_000_000)
+
+
+def test_expand_paths_walks_folders_and_globs_and_reports_what_names_nothing(image_dir):
+  from pipeline import predict
+  root, good, bad = image_dir
+  found = predict.expand_paths([str(root), str(root / '*.jpg'), str(root / 'nope.png'),
+                                str(root / '*.webp')])
+  paths = [os.path.relpath(p, root) for p, error in found if error is None]
+  assert sorted(paths[:len(good) + len(bad)]) == sorted(list(good) + list(bad))
+  assert '.hidden.jpg' not in paths
+  assert paths[len(good) + len(bad):] == ['a.jpg', 'empty.jpg', 'truncated.jpg']
+  errors = {os.path.basename(p): e for p, e in found if e}
+  assert errors == {'nope.png': 'no such file or folder',
+                    '*.webp': 'no file matches this pattern'}
+
+
+def test_every_hostile_file_gets_a_reason_and_good_ones_match_serving_default(pushed, image_dir):
+  import tensorflow as tf
+  from pipeline import predict
+  root, good, bad = image_dir
+  predictor = predict.Predictor(pushed['versions'][NEW])
+  assert predictor.threshold == pytest.approx(0.63) and predictor.image_size == 16
+  paths = predict.expand_paths([str(root)])
+  rows = {os.path.relpath(r['path'], root): r for r in predict.predict(
+      predictor, paths, batch_size=3, limits=predict.Limits(**LIMITS))}
+  reasons = {name: rows[name]['error'] for name in bad}
+  assert reasons['empty.jpg'] == 'empty file'
+  assert reasons['sub/huge.png'].startswith('file too large') or 'too many pixels' in reasons[
+      'sub/huge.png']
+  assert reasons['bomb.png'] == 'too many pixels: 3,600,000,000 > limit 1,000,000'
+  for name in ('truncated.jpg', 'truncated.png', 'notes.txt', 'random.bin'):
+    assert reasons[name].startswith('not an image TensorFlow can decode'), (name, reasons[name])
+    assert '{{' not in reasons[name] and '[Op:' not in reasons[name]
+  served = predictor.loaded.signatures['serving_default'](
+      image_bytes=tf.constant(list(good.values())))['fake_probability'].numpy()
+  for (name, _), probability in zip(good.items(), served):
+    row = rows[name]
+    assert row['error'] is None and row['fake_probability'] == pytest.approx(probability, abs=1e-6)
+    assert row['label'] == ('fake' if probability >= 0.63 else 'real')
+    assert row['uncertain'] == (abs(probability - 0.63) < 0.1)
+  # Scores do not depend on which (partly broken) batch an image landed in.
+  again = {os.path.relpath(r['path'], root): r['fake_probability'] for r in predict.predict(
+      predictor, paths, batch_size=64, limits=predict.Limits(**LIMITS))}
+  assert all(again[name] == pytest.approx(rows[name]['fake_probability'], abs=1e-6)
+             for name in good)
+
+
+def test_limits_refuse_before_decoding():
+  from pipeline import predict
+  big = encode_image(random_image(300, 300, 1), 'PNG')
+  assert predict.check_image(big, predict.Limits(max_bytes=1000)).startswith('file too large')
+  assert predict.check_image(big, predict.Limits(max_pixels=300 * 299)).startswith(
+      'too many pixels: 300x300')
+  assert predict.check_image(big, predict.Limits()) is None
+  # Refused from the header alone, by our limit or (far past it) by Pillow's own guard.
+  assert predict.check_image(_png_declaring(8000, 8000), predict.Limits()) == (
+      'too many pixels: 8000x8000 = 64,000,000 > limit 50,000,000')
+  assert predict.check_image(_png_declaring(200000, 200000), predict.Limits()) == (
+      'too many pixels: 40,000,000,000 > limit 50,000,000')
+
+
+def test_predict_cli_writes_csv_and_jsonl_and_exits_0_with_unreadable_files(pushed, image_dir,
+                                                                             tmp_path):
+  from pipeline import cli
+  root, good, bad = image_dir
+  runner = CliRunner()
+  args = ['predict', str(root), str(root / 'missing.jpg'), '--model', pushed['model_dir'],
+          '--max-bytes', str(LIMITS['max_bytes']), '--batch-size', '4']
+  result = runner.invoke(cli.main, args)
+  assert result.exit_code == 0, result.output
+  rows = list(csv.DictReader(io.StringIO(result.stdout)))
+  assert list(rows[0]) == ['path', 'fake_probability', 'label', 'uncertain', 'error']
+  assert len(rows) == len(good) + len(bad) + 1
+  scored = [r for r in rows if not r['error']]
+  assert len(scored) == len(good)
+  assert {r['label'] for r in scored} <= {'real', 'fake'}
+  assert {r['uncertain'] for r in scored} <= {'true', 'false'}
+  assert f'could not be scored' in result.stderr and 'threshold 0.6300' in result.stderr
+
+  out = tmp_path / 'rows.jsonl'
+  result = runner.invoke(cli.main, args + ['--format', 'jsonl', '--output', str(out),
+                                           '--no-progress'])
+  assert result.exit_code == 0, result.output
+  lines = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [r['path'] for r in lines] == [r['path'] for r in rows]
+  assert sum(r['error'] is None for r in lines) == len(good)
+  assert all(isinstance(r['fake_probability'], float) for r in lines if r['error'] is None)
+
+
+def test_predict_uses_the_served_version_and_says_what_to_do_without_a_model(pushed, tmp_path):
+  from pipeline import cli, predict
+  runner = CliRunner()
+  image = tmp_path / 'x.png'
+  image.write_bytes(helpers.sample_images()[1])
+  missing = runner.invoke(cli.main, ['predict', str(image), '--model', str(tmp_path / 'none')])
+  assert missing.exit_code == 1
+  assert 'fakedetect run' in missing.stderr and '--model' in missing.stderr
+  root = tmp_path / 'serving_model'
+  for version, path in pushed['versions'].items():
+    helpers.push(path, str(root / 'fakedetect'), version)
+  from pipeline import models
+  models.rollback(str(root), OLD)
+  result = runner.invoke(cli.main, ['predict', str(image), '--model', str(tmp_path)])
+  assert result.exit_code == 0 and 'threshold 0.3700' in result.stderr
+  assert predict.Predictor(models.find_model(str(tmp_path))).threshold == pytest.approx(0.37)
+
+
+def test_explain_rebuilds_the_classifier_from_the_push_and_matches_serving(pushed):
+  import keras
+  from pipeline import explain
+  version_dir = pushed['versions'][NEW]
+  classifier = explain.load_classifier(version_dir)
+  for rebuilt, original in zip(classifier.weights, pushed['classifier'].weights):
+    np.testing.assert_array_equal(np.asarray(rebuilt), np.asarray(original))
+  image = helpers.sample_images()[0]
+  result = explain.explain(version_dir, image, classifier=classifier)
+  assert result.layer == explain.last_convolution(classifier).name
+  assert isinstance(explain.last_convolution(classifier), keras.layers.Conv2D)
+  # Two blocks, one pooling: the last convolution sees 16 / 2 = 8 pixels a side.
+  assert result.heatmap.shape == (8, 8)
+  assert result.heatmap.min() >= 0 and result.heatmap.max() <= 1
+  assert result.label == ('fake' if result.fake_probability >= 0.63 else 'real')
+  assert result.target == result.label
+  other = explain.explain(version_dir, image, target='fake' if result.label == 'real' else 'real',
+                          classifier=classifier)
+  assert other.target != result.label and other.fake_probability == result.fake_probability
+  with pytest.raises(explain.ExplainError, match='not an image'):
+    explain.explain(version_dir, b'not an image', classifier=classifier)
+
+
+def test_explain_prefers_a_keras_copy_in_assets_extra(pushed, transform_output_dir, tmp_path):
+  """An export that also saves `assets.extra/model.keras` (the proposed serve.py change)."""
+  from pipeline import explain
+  classifier = helpers.build_classifier(seed=3)
+  export_dir = helpers.export(classifier, transform_output_dir[0], str(tmp_path / 'm'), 0.5)
+  classifier.save(os.path.join(export_dir, explain.KERAS_COPY))
+  with open(os.path.join(export_dir, 'assets.extra', 'fakedetect.json'), 'w') as f:  # no hparams
+    json.dump({'threshold': 0.5, 'image_size': helpers.IMAGE_SIZE}, f)
+  result = explain.explain(export_dir, helpers.sample_images()[1])
+  assert result.heatmap.shape == (8, 8)
+
+
+def test_explain_cli_writes_an_overlay_png(pushed, tmp_path):
+  from PIL import Image
+  from pipeline import cli
+  image = tmp_path / 'photo.jpg'
+  image.write_bytes(helpers.sample_images()[0])  # 25 x 40
+  out = tmp_path / 'cam.png'
+  result = CliRunner().invoke(cli.main, ['explain', str(image), '--model', pushed['model_dir'],
+                                         '-o', str(out)])
+  assert result.exit_code == 0, result.output
+  assert 'fake_probability' in result.stdout and str(out) in result.stdout
+  with Image.open(out) as drawn:
+    assert drawn.format == 'PNG' and drawn.size == (160, 256)  # upscaled: 40 px -> 256 px
+    pixels = np.asarray(drawn.convert('RGB'), np.int32)
+  assert pixels.std() > 0
+  broken = tmp_path / 'broken.jpg'
+  broken.write_bytes(b'\xff\xd8\xff truncated')
+  result = CliRunner().invoke(cli.main, ['explain', str(broken), '--model', pushed['model_dir']])
+  assert result.exit_code == 1 and 'Cannot explain this file' in result.stderr
