@@ -41,7 +41,7 @@ class TrainConfig:
   width: int = 32  # filters of the first conv block; doubles per block
   depth: int = 3  # conv blocks
   dropout: float = 0.3
-  early_stopping_patience: int = 6
+  early_stopping_patience: int = 8
   # Augmentation, training input only.
   flip: bool = True
   # Fraction of a full turn. Off by default: resampling blurs the pixel-level traces of generators.

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.e2e
 
 FAKEDETECT = [sys.executable, '-m', 'pipeline']
 # Small enough for CI, large enough that a real CNN clears the default bars on the demo task.
-PER_CLASS = 150
-COMMON = ['--set', 'train.epochs=30']
+PER_CLASS = 300
+COMMON = ['--set', 'train.epochs=30', '--set', 'train.early_stopping_patience=10']
 
 
 def _run(data, output, *extra, check=True):
