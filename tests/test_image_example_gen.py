@@ -1,5 +1,6 @@
 """ImageExampleGen on real folders of images, good and broken, through its real executor."""
 
+import csv
 import hashlib
 import io
 import json
@@ -46,6 +47,33 @@ def _png_with_bad_idat_crc() -> bytes:
   length = struct.unpack('>I', data[start - 4:start])[0]
   data[start + 4 + length] ^= 0xFF
   return bytes(data)
+
+
+def _mode_corpus():
+  """(rel path, bytes, format, (height, width), Pillow mode) of images in every colour layout."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rgb = Image.fromarray(
+      np.random.default_rng(9).integers(0, 256, (10, 14, 3), dtype=np.uint8))
+
+  def encode(image, fmt, **args):
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **args)
+    return buffer.getvalue()
+
+  ramp16 = (np.arange(10 * 14, dtype=np.uint16).reshape(10, 14) * 450).astype(np.uint16)
+  return [
+      ('real/grey.jpg', encode(rgb.convert('L'), 'JPEG'), 'jpeg', (10, 14), 'L'),
+      ('real/grey16.png', encode(Image.fromarray(ramp16), 'PNG'), 'png', (10, 14), 'I;16'),
+      ('real/cmyk.jpg', encode(rgb.convert('CMYK'), 'JPEG', quality=95), 'jpeg', (10, 14),
+       'CMYK'),
+      ('real/one_pixel.png', encode(Image.new('RGB', (1, 1), (200, 30, 60)), 'PNG'), 'png',
+       (1, 1), 'RGB'),
+      ('Fake/gen_c/rgba.png', encode(rgb.convert('RGBA'), 'PNG'), 'png', (10, 14), 'RGBA'),
+      ('Fake/gen_c/palette.gif', encode(rgb.convert('P'), 'GIF'), 'gif', (10, 14), 'P'),
+      ('Fake/gen_c/animated.gif', encode(rgb.convert('P'), 'GIF', save_all=True,
+                                         append_images=[rgb.rotate(180).convert('P')]),
+       'gif', (10, 14), 'P'),
+  ]
 
 
 def _run(data_dir, out_dir, **exec_properties):
@@ -128,11 +156,21 @@ def plain(tmp_path_factory):
   good[_write(data, 'Fake/gen_b/copy_of_real.png', (data / 'real/r0.png').read_bytes())] = (
       1, 'gen_b', 'png', 10, 16)
 
+  # Modes that must decode correctly: greyscale, 16-bit, RGBA, palette, CMYK, animated, 1x1.
+  modes = {}  # rel path -> Pillow mode recorded in the report
+  for rel, content, fmt, size, mode in _mode_corpus():
+    good[_write(data, rel, content)] = (1 if rel.startswith('Fake/') else 0,
+                                        rel.split('/')[1] if rel.count('/') > 1 else 'real',
+                                        fmt, size[0], size[1])
+    modes[rel] = mode
+
   jpeg = _image(400, 'JPEG', 64, 64)
+  png = _image(401, 'PNG', 64, 64)
   broken = {
       _write(data, 'real/empty.jpg', b''): 'empty',
       _write(data, 'Fake/gen_a/notes.jpg', b'these are my notes, not a picture\n'): 'not_image',
       _write(data, 'real/truncated.jpg', jpeg[:len(jpeg) // 2]): 'truncated',
+      _write(data, 'real/truncated.png', png[:len(png) // 2]): 'truncated',
       _write(data, 'Fake/gen_b/huge.png', _png_declaring(30000, 30000)): 'too_many_pixels',
       _write(data, 'Fake/gen_b/big.png', _png_declaring(1200, 1000)): 'too_many_pixels',
       _write(data, 'real/bad_crc.png', _png_with_bad_idat_crc()): 'corrupt',
@@ -147,6 +185,9 @@ def plain(tmp_path_factory):
   broken['real/loop.jpg'] = 'unreadable'
   os.symlink('missing.png', data / 'Fake' / 'dangling.png')
   broken['Fake/dangling.png'] = 'unreadable'
+  # A real I/O error, even for root: reading /proc/self/mem at offset 0 fails with EIO.
+  os.symlink('/proc/self/mem', data / 'real' / 'mem.png')
+  broken['real/mem.png'] = 'unreadable'
   os.mkfifo(data / 'real' / 'pipe.jpg')
   broken['real/pipe.jpg'] = 'unreadable'
   with open(os.fsencode(data) + b'/real/caf\xe9.png', 'wb') as f:  # a Latin-1 name, not UTF-8
@@ -155,7 +196,7 @@ def plain(tmp_path_factory):
 
   examples, report, result, error = _run(data, root / 'out')
   assert error is None, error
-  return {'data': data, 'good': good, 'broken': broken, 'examples': examples,
+  return {'data': data, 'good': good, 'broken': broken, 'modes': modes, 'examples': examples,
           'report': report, 'result': result, 'by_split': _read_examples(examples)}
 
 
@@ -230,7 +271,7 @@ def test_report_counts_sources_and_formats_match_the_examples(plain):
   result = plain['result']
   assert result['counts'] == counts
   assert result['sources'] == sources
-  assert result['sources']['real'] == {'real': 9, 'phone': 3}
+  assert result['sources']['real'] == {'real': 13, 'phone': 3}  # 9 + 4 of _mode_corpus
   assert result['formats'] == formats
 
 
@@ -247,6 +288,128 @@ def test_identical_files_share_a_split_and_are_reported(plain):
     assert group['content_hash'] == hashlib.sha256((plain['data'] / paths[0]).read_bytes()).hexdigest()
   assert groups[('Fake/gen_b/copy_of_real.png', 'real/r0.png')]['crosses_classes'] is True
   assert groups[('Fake/gen_a/dup.png', 'Fake/gen_b/dup_copy.png')]['crosses_classes'] is False
+
+
+def test_every_colour_layout_decodes_like_pillow_sees_it(plain):
+  """Grey, 16-bit, CMYK, RGBA, palette and animated images: the pipeline's own decode of the
+  stored bytes gives the picture Pillow sees (first frame, alpha dropped), within JPEG loss."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from components import features  # pylint: disable=g-import-not-at-top
+  rows = {row[features.PATH_KEY].decode(): row
+          for rows in plain['by_split'].values() for row in rows}
+  for rel, mode in plain['modes'].items():
+    stored = rows[rel][features.IMAGE_KEY]
+    assert stored == (plain['data'] / rel).read_bytes(), rel
+    image = Image.open(io.BytesIO(stored))
+    assert image.mode == mode
+    if mode == 'I;16':  # Pillow's RGB conversion clips 16-bit values; scale them ourselves
+      expected = np.repeat((np.asarray(image, np.float64) / 65535)[..., None], 3, axis=2)
+    else:
+      expected = np.asarray(image.convert('RGB'), np.float64) / 255
+    height, width = expected.shape[:2]
+    decoded = features.decode_and_resize(tf.constant([stored]), 1)  # shape check only
+    assert decoded.shape == (1, 1, 1, 3)
+    pixels = tf.io.decode_image(stored, channels=3, dtype=tf.float32,
+                                expand_animations=False).numpy()
+    assert pixels.shape == (height, width, 3), rel
+    tolerance = 0.05 if rel.endswith('.jpg') else 0.002
+    assert np.abs(pixels - expected).mean() < tolerance, rel
+  modes = plain['result']['modes']
+  assert modes['real']['CMYK'] == 1 and modes['real']['I;16'] == 1 and modes['real']['L'] == 1
+  assert modes['fake']['RGBA'] == 1 and modes['fake']['P'] == 2
+
+
+def test_report_profiles_each_class(plain):
+  from components import features  # pylint: disable=g-import-not-at-top
+  result = plain['result']
+  for name in features.LABEL_NAMES:
+    profile = result['profile'][name]
+    rows = [row for rows in plain['by_split'].values() for row in rows
+            if features.LABEL_NAMES[row[features.LABEL_KEY]] == name]
+    assert profile['images'] == len(rows)
+    for key in ('format_shares', 'mode_shares', 'size_bucket_shares'):
+      assert abs(sum(profile[key].values()) - 1) < 1e-3, key
+    jpeg = sum(row[features.FORMAT_KEY] == b'jpeg' for row in rows) / len(rows)
+    assert profile['format_shares']['jpeg'] == round(jpeg, 4)
+    widths = sorted(int(row[features.WIDTH_KEY]) for row in rows)
+    assert profile['width']['min'] == widths[0] and profile['width']['max'] == widths[-1]
+    assert profile['width']['median'] == float(np.median(widths))
+  assert isinstance(result['warnings'], list)
+  assert any('carry both labels' in w for w in result['warnings'])  # copy_of_real.png
+  with open(os.path.join(plain['report'].uri, 'quarantine.csv'), newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert {r['path']: r['reason'] for r in rows} == plain['broken']
+  assert plain['report'].get_int_custom_property('warnings') == len(result['warnings'])
+
+
+def test_bias_warnings_name_what_differs():
+  from components.image_example_gen import executor  # pylint: disable=g-import-not-at-top
+
+  def profile(formats, modes, widths, heights, buckets):
+    return executor.class_profile({'formats': formats, 'modes': modes, 'widths': widths,
+                                   'heights': heights, 'size_buckets': buckets, 'sources': {}})
+
+  same = profile({'jpeg': 5}, {'RGB': 5}, {32: 5}, {32: 5}, {'small': 5})
+  assert executor.bias_warnings({'real': same, 'fake': same}) == []
+  fake = profile({'png': 4, 'jpeg': 1}, {'RGBA': 5}, {512: 3, 256: 2}, {512: 5}, {'large': 5})
+  real_warning, mode_warning, size_warning = executor.bias_warnings({'real': same, 'fake': fake})
+  assert real_warning == ('real is 100% JPEG but fake is 80% PNG, 20% JPEG: a model can learn '
+                          'the container (file format and its compression) instead of the '
+                          'content.')
+  assert mode_warning.startswith('real is 100% RGB but fake is 100% RGBA')
+  assert size_warning.startswith('real images have a median size of 32x32 (100% small) but '
+                                 'fake 512x512 (100% large)')
+  assert executor.class_profile({'formats': {'png': 4}, 'modes': {'RGB': 4},
+                                 'widths': {1: 1, 2: 1, 10: 2}, 'heights': {5: 4},
+                                 'size_buckets': {'small': 4}, 'sources': {}})['width'] == {
+                                     'min': 1, 'median': 6.0, 'max': 10}
+
+
+def test_permission_denied_is_quarantined_as_unreadable(tmp_path):
+  """chmod 000 stops a non-root reader only: as root, the read runs in an unprivileged child."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  data = tempfile.mkdtemp(prefix='unreadable-')  # outside pytest's root-only tmp folder
+  try:
+    os.chmod(data, 0o755)
+    _write(data, 'real/secret.png', _image(1, 'PNG'))
+    _write(data, 'fake/open.png', _image(2, 'PNG'))
+    os.chmod(os.path.join(data, 'real', 'secret.png'), 0)
+    script = (
+        'import json, sys\n'
+        'from components.image_example_gen import executor, layouts\n'
+        'layout = layouts.detect(sys.argv[1])\n'
+        '_, plan = executor.plan_splits({"train": 1}, layout.splits)\n'
+        'reader = executor.ImageReader(sys.argv[1], layout, plan, 1000)\n'
+        'out = {}\n'
+        'for entry in layout.list_files(sys.argv[1]):\n'
+        '  try:\n'
+        '    out[entry[0]] = reader.read(entry)[0]\n'
+        '  except executor._Reject as r:\n'
+        '    out[entry[0]] = [r.reason, r.detail]\n'
+        'print(json.dumps(out))\n')
+    command = [sys.executable, '-c', script, data]
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONWARNINGS='ignore', PYTHONPATH=repo)
+    if os.geteuid() == 0:
+      setpriv = shutil.which('setpriv')
+      if not setpriv:
+        pytest.skip('running as root (chmod 000 does not stop root) and setpriv is missing')
+      command = [setpriv, '--reuid=65534', '--regid=65534', '--clear-groups'] + command
+      probe = subprocess.run(command[:5] + ['-c', 'import components.features'], env=env,
+                             cwd=data, capture_output=True, check=False)
+      if probe.returncode:
+        pytest.skip('running as root, and an unprivileged user cannot run this interpreter or '
+                    f'read the repository ({probe.stderr.decode()[-200:].strip()})')
+    done = subprocess.run(command, env=env, capture_output=True, check=True, cwd=data)
+    out = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert out['fake/open.png'] == 'train'
+    assert out['real/secret.png'] == ['unreadable', 'PermissionError: Permission denied']
+  finally:
+    shutil.rmtree(data, ignore_errors=True)
 
 
 # --- layouts ------------------------------------------------------------------------------------

@@ -203,9 +203,15 @@ class ImageReader:
     self._plan = plan
     self._max_pixels = max_pixels
 
-  def setup(self) -> None:
+  def setup(self, single_threaded: bool = False) -> None:
     # Pillow's own bomb guard is process-wide; make it agree with ours (it raises past 2x).
     Image.MAX_IMAGE_PIXELS = self._max_pixels
+    if single_threaded:  # a Beam worker: parallelism comes from the workers, not TF's pools
+      try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+      except RuntimeError:  # TensorFlow already ran an op in this process
+        pass
 
   def read(self, entry: layouts.Entry, held_out: Optional[Mapping[str, str]] = None):
     """held_out: {content hash: layout split} for duplicate groups kept in one split."""
@@ -271,14 +277,28 @@ class ImageReader:
     except Exception as e:  # pylint: disable=broad-except
       raise _Reject('unreadable', f'{type(e).__name__}: {e}') from None
 
+  @staticmethod
+  def _classify_with_pillow(image) -> None:
+    """Decodes the pixels with Pillow: _Reject('truncated' or 'corrupt') if it fails."""
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+      try:
+        image.load()
+      except Image.DecompressionBombError as e:
+        raise _Reject('too_many_pixels', f'Pillow: {e}') from None
+      except Exception as e:  # pylint: disable=broad-except
+        if 'truncated' in str(e).lower() or isinstance(e, EOFError):
+          raise _Reject('truncated', f'Pillow: {type(e).__name__}: {e}') from None
+        raise _Reject('corrupt', f'Pillow could not decode it: {type(e).__name__}: {e}') from None
+
   def _validate(self, data: bytes) -> Tuple[str, int, int, str]:
     """(format, height, width, mode) of an image training can use, else _Reject. Header first.
 
-    Pillow reads the header (size, format, mode: a bomb is refused before any pixel is decoded)
-    and then the pixels, which tells a truncated file from a corrupt one; TensorFlow's own decoder,
-    the one training uses, must then accept the bytes too (it is stricter on some files, e.g. PNG
-    CRCs). Only the decode is checked, not the resize of `features.decode_and_resize`, which cannot
-    fail on a decoded image.
+    Pillow reads the header only (size, format, mode: a bomb is refused before any pixel is
+    decoded); the pixels are decoded once, by TensorFlow's own decoder, the one training uses
+    (stricter than Pillow on some files, e.g. PNG CRCs). Only when that fails does Pillow decode
+    them too, to tell a truncated file from a corrupt one. The resize of
+    `features.decode_and_resize` is not run: it cannot fail on a decoded image.
     """
     with warnings.catch_warnings():
       warnings.simplefilter('ignore', Image.DecompressionBombWarning)
@@ -304,22 +324,17 @@ class ImageReader:
         problem = _bmp_problem(data, image)
         if problem:
           raise _Reject('unsupported_mode', problem)
-      try:
-        image.load()
-      except Image.DecompressionBombError as e:
-        raise _Reject('too_many_pixels', f'Pillow: {e}') from None
-      except Exception as e:  # pylint: disable=broad-except
-        if 'truncated' in str(e).lower() or isinstance(e, EOFError):
-          raise _Reject('truncated', f'Pillow: {type(e).__name__}: {e}') from None
-        raise _Reject('corrupt', f'Pillow could not decode it: {type(e).__name__}: {e}') from None
     try:
-      tf.io.decode_image(data, channels=features.CHANNELS, expand_animations=False)
+      # TensorFlow's decoder, the one training uses, is the one check every image passes; one
+      # kernel, without tf.io.decode_image's Python dispatch (the same op, DecodeImage).
+      tf.raw_ops.DecodeImage(contents=data, channels=features.CHANNELS, expand_animations=False)
     except Exception as e:  # pylint: disable=broad-except
       lines = re.sub(r'\{\{.*?\}\}\s*', '', str(e)).strip().splitlines()
       message = lines[0] if lines else type(e).__name__
       if 'Unknown image file format' in str(e):
         raise _Reject('unsupported_format',
                       f'{fmt}: TensorFlow could not decode it ({message})') from None
+      self._classify_with_pillow(image)  # truncated or corrupt, in Pillow's words
       raise _Reject('corrupt', f'Pillow reads it but TensorFlow could not decode it: '
                     f'{message}') from None
     return fmt, height, width, mode
@@ -341,9 +356,10 @@ class _ReadImage(beam.DoFn):
     self._seen = self._seen_ingested = 0
 
   def setup(self):
-    self._reader.setup()
+    self._reader.setup(single_threaded=True)
 
-  def process(self, entry: layouts.Entry, held_out: Mapping[str, str]) -> Iterator[Any]:
+  def process(self, entry: layouts.Entry,
+              held_out: Optional[Mapping[str, str]] = None) -> Iterator[Any]:
     self._seen += 1
     try:
       split, example, meta = self._reader.read(entry, held_out)
@@ -572,18 +588,18 @@ def build_pipeline(pipeline, data_dir: str, layout: layouts.Layout, entries: Lis
   """The Beam graph: read files in parallel, write split shards, combine the report."""
   reader = ImageReader(data_dir, layout, plan, max_pixels)
   files = pipeline | 'ListFiles' >> beam.Create(entries)  # Create reshuffles: work spreads out
+  side_inputs = []
   if duplicate_policy == SAME_SPLIT and len(layout.splits) > 1:
     # A first, cheap pass (read and hash, no decode) finds identical files the layout put in
     # different splits; only those (few) travel to the workers, as a side input.
-    held_out = (files
-                | 'HashFiles' >> beam.FlatMap(reader.hash_and_split)
-                | 'SplitsPerHash' >> beam.CombinePerKey(_SplitsPerHash())
-                | 'CrossingSplits' >> beam.Filter(lambda kv: len(kv[1]) > 1)
-                | 'HeldOutSplit' >> beam.MapTuple(lambda h, splits: (h, _held_out_split(splits))))
-  else:
-    held_out = pipeline | 'NoHeldOut' >> beam.Create([])
+    side_inputs.append(beam.pvalue.AsDict(
+        files
+        | 'HashFiles' >> beam.FlatMap(reader.hash_and_split)
+        | 'SplitsPerHash' >> beam.CombinePerKey(_SplitsPerHash())
+        | 'CrossingSplits' >> beam.Filter(lambda kv: len(kv[1]) > 1)
+        | 'HeldOutSplit' >> beam.MapTuple(lambda h, splits: (h, _held_out_split(splits)))))
   results = files | 'ReadAndValidate' >> beam.ParDo(
-      _ReadImage(reader, split_names), beam.pvalue.AsDict(held_out)).with_outputs(
+      _ReadImage(reader, split_names), *side_inputs).with_outputs(
           _QUARANTINE, _META, main='examples')
   by_split = results.examples | 'PartitionBySplit' >> beam.Partition(
       lambda item, _: item[0], len(split_names))

@@ -1,0 +1,180 @@
+"""Images/s and peak memory: the image ExampleGen on Beam against a plain single-process loop.
+
+Both sides do the same work per file (components.image_example_gen.executor.ImageReader: read,
+hash, validate with Pillow and TensorFlow's decoder, build the tf.Example) and write gzipped
+TFRecords per split; the ExampleGen also writes its report. Each side runs in its own child
+process; its peak memory is the largest sum of RSS over that process and all its descendants
+(the Beam workers), sampled every 0.1 s.
+
+  .venv/bin/python benchmarks/ingest.py                 # unpacks CIFAKE train under /tmp first
+  .venv/bin/python benchmarks/ingest.py --limit 20000   # a class-balanced subset
+  .venv/bin/python benchmarks/ingest.py --data /tmp/cifake   # an already unpacked folder
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_TARBALL = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'cifake-train.tar.gz')
+SCRATCH = os.path.join(tempfile.gettempdir(), 'fakedetect-bench')
+
+
+def _unpack(tarball: str) -> str:
+  target = os.path.join(SCRATCH, 'cifake')
+  if not os.path.isdir(target):
+    print(f'Unpacking {tarball} to {target} ...', flush=True)
+    os.makedirs(target + '.partial', exist_ok=True)
+    with tarfile.open(tarball) as tar:
+      tar.extractall(target + '.partial', filter='data')
+    os.rename(target + '.partial', target)
+  return target
+
+
+def _subset(data_dir: str, limit: int) -> str:
+  """A folder of symbolic links to the first `limit` files (sorted), spread over every class
+  folder of the layout, so that the layout and the class balance are kept."""
+  target = os.path.join(SCRATCH, f'subset-{limit}')
+  shutil.rmtree(target, ignore_errors=True)
+  leaves = sorted(folder for folder, dirs, files in os.walk(data_dir) if files and not dirs)
+  per_leaf = max(1, limit // max(1, len(leaves)))
+  for folder in leaves:
+    rel = os.path.relpath(folder, data_dir)
+    os.makedirs(os.path.join(target, rel))
+    for name in sorted(os.listdir(folder))[:per_leaf]:
+      os.symlink(os.path.join(folder, name), os.path.join(target, rel, name))
+  return target
+
+
+def _run_child(mode: str, data_dir: str, out_dir: str, workers: int) -> dict:
+  """Runs one side in a child process; returns its own timing plus the process tree's peak RSS."""
+  import psutil  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(out_dir, ignore_errors=True)
+  os.makedirs(out_dir)
+  result_file = os.path.join(out_dir, 'result.json')
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''),
+             TF_CPP_MIN_LOG_LEVEL='2', PYTHONWARNINGS='ignore')
+  child = subprocess.Popen(
+      [sys.executable, os.path.abspath(__file__), '--_child', mode, '--data', data_dir,
+       '--out', out_dir, '--workers', str(workers)],
+      cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(out_dir, 'log'), 'w'))
+  root, peak = psutil.Process(child.pid), 0
+  while child.poll() is None:
+    try:
+      tree = [root] + root.children(recursive=True)
+      total = 0
+      for process in tree:
+        try:
+          total += process.memory_info().rss
+        except psutil.Error:
+          pass
+      peak = max(peak, total)
+    except psutil.Error:
+      pass
+    time.sleep(0.1)
+  if child.returncode:
+    raise SystemExit(f'{mode} run failed (exit {child.returncode}); see {out_dir}/log')
+  with open(result_file) as f:
+    result = json.load(f)
+  result['peak_rss_mb'] = peak / 2**20
+  return result
+
+
+def _beam(data_dir: str, out_dir: str, workers: int) -> dict:
+  from tfx.dsl.components.base import base_beam_executor  # pylint: disable=g-import-not-at-top
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  from components.image_example_gen import component, executor  # pylint: disable=g-import-not-at-top
+  examples, report = standard_artifacts.Examples(), component.IngestReport()
+  examples.uri, report.uri = os.path.join(out_dir, 'examples'), os.path.join(out_dir, 'report')
+  for artifact in (examples, report):
+    os.makedirs(artifact.uri)
+  args = [f'--direct_num_workers={workers}', '--direct_running_mode=multi_processing']
+  context = base_beam_executor.BaseBeamExecutor.Context(
+      beam_pipeline_args=args, tmp_dir=os.path.join(out_dir, 'tmp'))
+  start = time.time()
+  executor.Executor(context).Do({}, {'examples': [examples], 'report': [report]},
+                                {'data_dir': data_dir, 'split_ratios': None, 'max_pixels': None})
+  seconds = time.time() - start
+  with open(os.path.join(report.uri, 'report.json')) as f:
+    result = json.load(f)
+  return {'seconds': seconds, 'files': result['files_found'], 'ingested': result['ingested'],
+          'beam_pipeline_args': args}
+
+
+def _plain(data_dir: str, out_dir: str) -> dict:
+  """One process, one file after the other, the same ImageReader, one TFRecord file per split."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from components.image_example_gen import executor, layouts  # pylint: disable=g-import-not-at-top
+  start = time.time()
+  layout = layouts.detect(data_dir)
+  names, plan = executor.plan_splits(executor.DEFAULT_SPLIT_RATIOS, layout.splits)
+  entries = layout.list_files(data_dir)
+  reader = executor.ImageReader(data_dir, layout, plan, executor.DEFAULT_MAX_PIXELS)
+  reader.setup()
+  options = tf.io.TFRecordOptions(compression_type='GZIP')
+  writers = {name: tf.io.TFRecordWriter(os.path.join(out_dir, f'{name}.tfrecord.gz'), options)
+             for name in names}
+  ingested = 0
+  quarantined = []
+  for entry in entries:
+    try:
+      split, example, _ = reader.read(entry)
+    except executor._Reject as r:  # pylint: disable=protected-access
+      quarantined.append(executor.quarantine_record(entry[0], r))
+      continue
+    writers[split].write(example)
+    ingested += 1
+  for writer in writers.values():
+    writer.close()
+  return {'seconds': time.time() - start, 'files': len(entries), 'ingested': ingested}
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--data', help='an unpacked folder (default: unpack --tarball under /tmp)')
+  parser.add_argument('--tarball', default=DEFAULT_TARBALL)
+  parser.add_argument('--limit', type=int, default=0, help='only this many files (0: all)')
+  parser.add_argument('--workers', type=int, default=2, help='Beam direct runner processes')
+  parser.add_argument('--out', default=os.path.join(SCRATCH, 'out'))
+  parser.add_argument('--_child', choices=['beam', 'plain'], help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+
+  if args._child:  # pylint: disable=protected-access
+    if args._child == 'beam':  # pylint: disable=protected-access
+      result = _beam(args.data, args.out, args.workers)
+    else:
+      result = _plain(args.data, args.out)
+    with open(os.path.join(args.out, 'result.json'), 'w') as f:
+      json.dump(result, f)
+    return
+
+  data_dir = os.path.abspath(args.data) if args.data else _unpack(args.tarball)
+  if args.limit:
+    data_dir = _subset(data_dir, args.limit)
+  print(f'data: {data_dir}; {os.cpu_count()} cores', flush=True)
+  rows = {}
+  for mode in ('plain', 'beam'):
+    rows[mode] = _run_child(mode, data_dir, os.path.join(args.out, mode), args.workers)
+    print(f'  {mode} done in {rows[mode]["seconds"]:.1f} s', flush=True)
+  print(f'\n{"":28}{"images/s":>10}{"seconds":>10}{"ingested":>10}{"peak RSS":>12}')
+  labels = {'plain': 'plain loop (1 process)',
+            'beam': f'ExampleGen (Beam, {args.workers} workers)'}
+  for mode, row in rows.items():
+    row['images_per_s'] = row['ingested'] / row['seconds']
+    print(f'{labels[mode]:28}{row["images_per_s"]:>10.0f}{row["seconds"]:>10.1f}'
+          f'{row["ingested"]:>10}{row["peak_rss_mb"]:>9.0f} MB')
+  ratio = rows['beam']['images_per_s'] / rows['plain']['images_per_s']
+  print(f'\nspeed-up {ratio:.2f}x (goal >= 1.5x on 2 cores); ExampleGen peak RSS '
+        f'{rows["beam"]["peak_rss_mb"]:.0f} MB (goal < 2048 MB)')
+  if rows['beam']['ingested'] != rows['plain']['ingested']:
+    raise SystemExit('the two runs ingested different numbers of images')
+
+
+if __name__ == '__main__':
+  main()
