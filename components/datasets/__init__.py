@@ -1,0 +1,1 @@
+"""Bundled data sets, so the pipeline can be tried end to end without bringing any images."""
