@@ -7,6 +7,7 @@ TrainConfig values of the same name.
 
 import json
 import os
+import time
 from typing import Any, Dict, List, Tuple
 
 from absl import logging
@@ -154,8 +155,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
           restore_best_weights=True),
       keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
   ]
-  history = model.fit(augmented(train_set, hparams), validation_data=eval_set, epochs=int(train_config['epochs']),
-                      callbacks=callbacks, verbose=2)
+  started = time.monotonic()
+  history = model.fit(augmented(train_set, hparams), validation_data=eval_set,
+                      epochs=int(train_config['epochs']), callbacks=callbacks, verbose=2)
+  fit_seconds = time.monotonic() - started
 
   labels, probabilities = _predict(model, eval_set)
   threshold = choose_threshold(labels, probabilities, train_config['threshold_metric'])
@@ -168,7 +171,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
       'epochs_run': len(history.history.get('loss', [])),
       'hyperparameters': hparams,
       'threshold': threshold,
+      'fit_seconds': fit_seconds,
+      'train_examples': int(sum(int(tf.size(y)) for _, y in train_set)),
+      'device': 'GPU' if tf.config.list_physical_devices('GPU') else 'CPU',
   }
+  # Training throughput, validation passes included: what a user waits for per epoch.
+  record['train_images_per_second'] = (
+      record['train_examples'] * record['epochs_run'] / max(fit_seconds, 1e-9))
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), 'w') as f:
     f.write(json.dumps(record, indent=2))
   _plot_curves(record['history'], os.path.join(fn_args.model_run_dir, CURVES_FILE))

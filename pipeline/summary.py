@@ -39,21 +39,30 @@ class RunOutputs:
     self.run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
     self.run_id = self.run.name
     self._by_node: Dict[str, metadata_store_pb2.Execution] = {}
+    node_type = self._store.get_context_type('node')
     for execution in self._store.get_executions_by_context(self.run.id):
       for context in self._store.get_contexts_by_execution(execution.id):
-        if context.type == 'node' or self._is_node(context):
+        if context.type_id == node_type.id:
           node_id = context.name.split('.', 1)[-1]
           if node_id not in self._by_node or execution.id > self._by_node[node_id].id:
             self._by_node[node_id] = execution
 
-  def _is_node(self, context) -> bool:
-    return self._store.get_context_types_by_id([context.type_id])[0].name == 'node'
+  @property
+  def node_ids(self) -> List[str]:
+    return sorted(self._by_node, key=lambda node: self._by_node[node].id)
 
   def state(self, node_id: str) -> Optional[str]:
     execution = self._by_node.get(node_id)
     if execution is None:
       return None
     return metadata_store_pb2.Execution.State.Name(execution.last_known_state).lower()
+
+  def seconds(self, node_id: str) -> Optional[float]:
+    """Wall time of the node's execution in this run (near zero when it was cached)."""
+    execution = self._by_node.get(node_id)
+    if execution is None:
+      return None
+    return (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
 
   def artifacts(self, node_id: str, output_key: str) -> List[metadata_store_pb2.Artifact]:
     execution = self._by_node.get(node_id)
@@ -173,7 +182,8 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
       'quarantined': report.get('quarantined', []),
       'counts': report.get('counts', {}),
       'data_warnings': report.get('warnings', []),
-      'components': {node: outputs.state(node) for node in sorted(outputs._by_node)},  # pylint: disable=protected-access
+      'components': {node: outputs.state(node) for node in outputs.node_ids},
+      'component_seconds': {node: outputs.seconds(node) for node in outputs.node_ids},
       'anomalies': _anomalies(outputs.artifact('ExampleValidator', 'anomalies')),
       'eval_split': config.gate.eval_split,
       'metrics': {},
@@ -192,6 +202,8 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
       summary['threshold'] = history.get('threshold')
       summary['epochs_run'] = history.get('epochs_run')
       summary['hyperparameters'] = history.get('hyperparameters')
+      summary['train_images_per_second'] = history.get('train_images_per_second')
+      summary['training_device'] = history.get('device')
     curves = os.path.join(model_run.uri, 'training_curves.png')
     if tf.io.gfile.exists(curves):
       summary['training_curves'] = os.path.join(os.path.abspath(config.output_dir),
