@@ -25,6 +25,52 @@ METADATA_SIGNATURE = 'metadata'
 PROBABILITY_KEY = 'fake_probability'
 DECISION_KEY = 'is_fake'
 METADATA_FILE = os.path.join('assets.extra', 'fakedetect.json')
+KERAS_FILE = os.path.join('assets.extra', 'model.keras')  # the classifier, for Grad-CAM
+# Untrusted input: serving_default refuses a request holding an image over these, before decoding.
+MAX_IMAGE_BYTES = 32 * 2**20
+MAX_IMAGE_PIXELS = 50_000_000  # as ingestion's data.max_pixels default
+
+
+def declared_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
+  """width x height each JPEG/PNG/GIF/BMP header declares (int64 [batch]); 0 for other bytes.
+
+  Read from the header only, so a decompression bomb is refused before any pixel is decoded.
+  """
+  head = tf.strings.substr(tf.strings.join([image_bytes, b'\0' * 32]), 0, 32)
+  b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+  word = lambda i, n, big: sum(b[:, i + k] * 256**(n - 1 - k if big else k) for k in range(n))
+  starts = lambda magic: tf.strings.substr(image_bytes, 0, len(magic)) == magic
+  bmp_height = word(22, 4, False)
+  bmp_height = tf.abs(tf.where(bmp_height >= 2**31, bmp_height - 2**32, bmp_height))
+  jpeg = tf.map_fn(
+      lambda one: tf.cond(
+          tf.strings.substr(one, 0, 3) == b'\xff\xd8\xff',
+          lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(one)[:2], tf.int64)),
+          lambda: tf.constant(0, tf.int64)),
+      image_bytes, fn_output_signature=tf.int64)
+  zero = tf.zeros_like(jpeg)
+  return (jpeg +
+          tf.where(starts(b'\x89PNG'), word(16, 4, True) * word(20, 4, True), zero) +
+          tf.where(starts(b'GIF8'), word(6, 2, False) * word(8, 2, False), zero) +
+          tf.where(starts(b'BM'), word(18, 4, False) * bmp_height, zero))
+
+
+def _within_limits(image_bytes: tf.Tensor) -> tf.Tensor:
+  """The bytes, gated so the request fails with a clear error if any image is over a limit.
+
+  The gate is a data dependency (check_numerics on the decoder's input path): Grappler may
+  reorder a control dependency on an Assert, which would let a bomb be decoded first.
+  """
+  for over, message in (
+      (tf.strings.length(image_bytes) > MAX_IMAGE_BYTES,
+       f'image_bytes: an image is larger than {MAX_IMAGE_BYTES} bytes'),
+      (declared_pixels(image_bytes) > MAX_IMAGE_PIXELS,
+       f'image_bytes: an image declares more than {MAX_IMAGE_PIXELS} pixels')):
+    bad = tf.cast(tf.reduce_any(over), tf.float32)
+    gate = tf.debugging.check_numerics(bad / (1.0 - bad), message)  # inf when over: raises
+    image_bytes = tf.strings.substr(image_bytes, tf.zeros_like(tf.strings.length(image_bytes)),
+                                    tf.strings.length(image_bytes) + tf.cast(gate, tf.int32))
+  return image_bytes
 
 
 class _ExportModule(tf.Module):
@@ -54,6 +100,7 @@ class _ExportModule(tf.Module):
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
   def serve_images(self, image_bytes):
+    image_bytes = _within_limits(image_bytes)
     # The Transform graph takes the feature as the schema declares it ([batch, 1] when dense).
     shaped = tf.reshape(image_bytes, [-1] + self._image_shape)
     return self._predict({features.IMAGE_KEY: shaped})
@@ -90,6 +137,9 @@ def export(model, tf_transform_output: tft.TFTransformOutput, export_dir: str, t
       METADATA_SIGNATURE: module.metadata.get_concrete_function(),
   }
   tf.saved_model.save(module, export_dir, signatures=signatures)
+  # tf.saved_model.load gives the classifier's variables but not callable layers; explain needs them.
+  tf.io.gfile.makedirs(os.path.join(export_dir, os.path.dirname(KERAS_FILE)))
+  model.save(os.path.join(export_dir, KERAS_FILE))
   metadata = dict(extra_metadata, threshold=float(threshold), image_size=int(image_size),
                   label_names=list(features.LABEL_NAMES))
   path = os.path.join(export_dir, METADATA_FILE)

@@ -130,6 +130,10 @@ def run(data, output, settings, tune, no_cache) -> None:
     raise UserError(f'The pipeline failed: {message}\nFull log: {log_path}') from None
   result = summary_lib.collect(config)
   summary_lib.write(result, config.summary_path)
+  serving_root = os.path.dirname(config.serving_dir)
+  if os.path.isdir(serving_root):
+    from pipeline import models  # pylint: disable=g-import-not-at-top
+    result['models_config'] = models.write_config(serving_root)
   click.echo(summary_lib.render(result))
   click.echo(f'summary: {config.summary_path}')
 

@@ -1,0 +1,1 @@
+"""Tests: unit tests per module and the end-to-end pipeline runs."""
