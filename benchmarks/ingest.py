@@ -4,7 +4,9 @@ Both sides do the same work per file (components.image_example_gen.executor.Imag
 hash, validate with Pillow and TensorFlow's decoder, build the tf.Example) and write gzipped
 TFRecords per split; the ExampleGen also writes its report. Each side runs in its own child
 process; its peak memory is the largest sum of RSS over that process and all its descendants
-(the Beam workers), sampled every 0.1 s.
+(the Beam workers), sampled every 0.1 s. RSS counts the pages of TensorFlow's libraries once per
+process; PSS, also shown, shares them out, so its sum is what the tree really holds. CPU seconds
+(user + system, the whole tree) tell the work done apart from the machine's load.
 
   .venv/bin/python benchmarks/ingest.py                 # unpacks CIFAKE train under /tmp first
   .venv/bin/python benchmarks/ingest.py --limit 20000   # a class-balanced subset
@@ -14,6 +16,7 @@ process; its peak memory is the largest sum of RSS over that process and all its
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -57,6 +60,12 @@ def _run_child(mode: str, data_dir: str, out_dir: str, workers: int) -> dict:
   import psutil  # pylint: disable=g-import-not-at-top
   shutil.rmtree(out_dir, ignore_errors=True)
   os.makedirs(out_dir)
+  cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+  samples = iter(range(10**9))
+
+  def pss_every_sample() -> bool:  # PSS reads /proc/<pid>/smaps: every 10th sample is enough
+    return next(samples) % 10 == 0
+
   result_file = os.path.join(out_dir, 'result.json')
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''),
              TF_CPP_MIN_LOG_LEVEL='2', PYTHONWARNINGS='ignore')
@@ -64,25 +73,33 @@ def _run_child(mode: str, data_dir: str, out_dir: str, workers: int) -> dict:
       [sys.executable, os.path.abspath(__file__), '--_child', mode, '--data', data_dir,
        '--out', out_dir, '--workers', str(workers)],
       cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(out_dir, 'log'), 'w'))
-  root, peak = psutil.Process(child.pid), 0
+  root, peak, peak_pss = psutil.Process(child.pid), 0, 0
   while child.poll() is None:
     try:
       tree = [root] + root.children(recursive=True)
-      total = 0
-      for process in tree:
-        try:
-          total += process.memory_info().rss
-        except psutil.Error:
-          pass
-      peak = max(peak, total)
     except psutil.Error:
-      pass
+      break
+    rss = pss = 0
+    for process in tree:
+      try:
+        rss += process.memory_info().rss
+        if pss_every_sample():
+          pss += process.memory_full_info().pss
+      except psutil.Error:
+        pass
+    peak, peak_pss = max(peak, rss), max(peak_pss, pss)
     time.sleep(0.1)
+  # The child was reaped by poll(); its rusage (with the Beam workers it waited for) is in
+  # RUSAGE_CHILDREN, as the difference from before.
+  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
   if child.returncode:
     raise SystemExit(f'{mode} run failed (exit {child.returncode}); see {out_dir}/log')
   with open(result_file) as f:
     result = json.load(f)
   result['peak_rss_mb'] = peak / 2**20
+  result['peak_pss_mb'] = peak_pss / 2**20
+  result['cpu_seconds'] = usage.ru_utime + usage.ru_stime - (cpu_before.ru_utime +
+                                                            cpu_before.ru_stime)
   return result
 
 
@@ -162,16 +179,19 @@ def main(argv=None) -> None:
   for mode in ('plain', 'beam'):
     rows[mode] = _run_child(mode, data_dir, os.path.join(args.out, mode), args.workers)
     print(f'  {mode} done in {rows[mode]["seconds"]:.1f} s', flush=True)
-  print(f'\n{"":28}{"images/s":>10}{"seconds":>10}{"ingested":>10}{"peak RSS":>12}')
+  print(f'\n{"":28}{"images/s":>10}{"seconds":>9}{"CPU s":>8}{"img/CPU s":>10}{"ingested":>9}'
+        f'{"peak RSS":>10}{"peak PSS":>10}')
   labels = {'plain': 'plain loop (1 process)',
             'beam': f'ExampleGen (Beam, {args.workers} workers)'}
   for mode, row in rows.items():
     row['images_per_s'] = row['ingested'] / row['seconds']
-    print(f'{labels[mode]:28}{row["images_per_s"]:>10.0f}{row["seconds"]:>10.1f}'
-          f'{row["ingested"]:>10}{row["peak_rss_mb"]:>9.0f} MB')
+    print(f'{labels[mode]:28}{row["images_per_s"]:>10.0f}{row["seconds"]:>9.1f}'
+          f'{row["cpu_seconds"]:>8.0f}{row["ingested"] / row["cpu_seconds"]:>10.0f}'
+          f'{row["ingested"]:>9}{row["peak_rss_mb"]:>7.0f} MB{row["peak_pss_mb"]:>7.0f} MB')
   ratio = rows['beam']['images_per_s'] / rows['plain']['images_per_s']
   print(f'\nspeed-up {ratio:.2f}x (goal >= 1.5x on 2 cores); ExampleGen peak RSS '
-        f'{rows["beam"]["peak_rss_mb"]:.0f} MB (goal < 2048 MB)')
+        f'{rows["beam"]["peak_rss_mb"]:.0f} MB, PSS {rows["beam"]["peak_pss_mb"]:.0f} MB '
+        f'(goal < 2048 MB); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores')
   if rows['beam']['ingested'] != rows['plain']['ingested']:
     raise SystemExit('the two runs ingested different numbers of images')
 

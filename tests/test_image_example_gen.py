@@ -593,3 +593,26 @@ def test_a_split_without_images_stops_the_run(tmp_path):
   assert isinstance(error, ValueError)
   empty = [s for s, by_class in result['counts'].items() if not sum(by_class.values())]
   assert empty and f'Split {empty[0]!r} has no usable image' in str(error)
+
+
+def test_fixed_shards_and_keeping_the_layouts_splits(tmp_path):
+  """num_shards goes through Beam's TFRecord sink; duplicates='keep_layout' reports the leak."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  data = tmp_path / 'data'
+  for i in range(6):
+    _write(data, f'train/real/{i}.png', _image(900 + i, 'PNG'))
+    _write(data, f'train/fake/{i}.png', _image(950 + i, 'PNG'))
+  _write(data, 'test/real/t.png', _image(990, 'PNG'))
+  _write(data, 'test/fake/leak.png', (data / 'train/fake/0.png').read_bytes())
+  examples, _, result, error = _run(data, tmp_path / 'out', num_shards=2,
+                                    duplicates='keep_layout',
+                                    split_ratios=json.dumps({'train': 1}))
+  assert error is None, error
+  assert result['split_plan'] == {'train': "the layout's own train split",
+                                  'test': "the layout's own test split"}
+  for split in ('train', 'test'):
+    assert len(tf.io.gfile.glob(os.path.join(examples.uri, f'Split-{split}', '*.gz'))) == 2
+  assert sum(len(rows) for rows in _read_examples(examples).values()) == 14
+  [group] = result['duplicates']
+  assert group['crosses_splits'] is True and group['kept_in_one_split'] is False
+  assert any('more than one split (leakage' in w for w in result['warnings'])

@@ -1,4 +1,12 @@
-"""Custom ExampleGen: folders of real and generated images -> tf.Examples + an ingest report."""
+"""Custom ExampleGen: folders of real and generated images -> tf.Examples + an ingest report.
 
-from components.image_example_gen.component import ImageExampleGen
-from components.image_example_gen.component import IngestReport
+`ImageExampleGen` and `IngestReport` load on first use (PEP 562): the Beam workers import the
+`ingest` module of this package and must not pay for TFX.
+"""
+
+
+def __getattr__(name):
+  if name in ('ImageExampleGen', 'IngestReport'):
+    from components.image_example_gen import component  # pylint: disable=g-import-not-at-top
+    return getattr(component, name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -97,7 +97,8 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
       split_ratios: {split: weight} or its JSON, default {"train": 70, "eval": 15, "test": 15};
         a layout with its own splits keeps them and carves the missing ones out of its train.
       max_pixels: images declaring more pixels than this are quarantined before decoding.
-      num_shards: files per split; None lets Beam decide.
+      num_shards: files per split (examples then go through Beam's TFRecord sink); None: each
+        worker bundle writes its own file per split, the fast path.
       duplicates: 'same_split' keeps a group of byte-identical files that the layout's own
         splits scatter in its most held-out split (test, then eval); 'keep_layout' honours the
         layout and only reports the leak. Hash splits always keep a group together.

@@ -1,0 +1,709 @@
+"""The per-file work of the image ExampleGen and its Beam graph. No TFX import here.
+
+The Beam workers import this module (and layouts, features) and nothing of TFX, which keeps each
+worker process about 180 MB lighter; executor.py is the TFX side. Work travels in chunks of files,
+not one element per file: a worker reads, validates and encodes a chunk, writes the examples to
+its own TFRecord shard per split, and folds the report's tallies into one accumulator per bundle.
+Beam's per-element cost is then paid per chunk, and memory stays bounded: examples go straight to
+disk, tallies are counts, and only the duplicate index (hash, path) is shuffled, by hash prefix.
+"""
+
+import bisect
+import csv
+import errno
+import hashlib
+import io
+import json
+import os
+import re
+import uuid
+import warnings
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+
+from absl import logging
+import apache_beam as beam
+from apache_beam.transforms import window
+from apache_beam.utils import windowed_value
+from PIL import Image
+import tensorflow as tf
+
+from components import features
+from components.image_example_gen import layouts
+
+DEFAULT_SPLIT_RATIOS = {'train': 70, 'eval': 15, 'test': 15}
+DEFAULT_MAX_PIXELS = 50_000_000
+REPORT_FILE = 'report.json'
+QUARANTINE_FILE = 'quarantine.csv'
+
+# What to do with byte-identical files that a layout's own splits put in different splits.
+SAME_SPLIT = 'same_split'  # default: the whole group goes to its most held-out split
+KEEP_LAYOUT = 'keep_layout'  # honour the layout's splits; the leak is only reported
+DUPLICATE_POLICIES = (SAME_SPLIT, KEEP_LAYOUT)
+# Which split a duplicate group crossing the layout's splits is kept in: the most held-out one.
+_HELD_OUT_ORDER = ('test', 'eval', 'train')
+# Share difference (total variation) between the classes that triggers a bias warning.
+BIAS_THRESHOLD = 0.2
+
+# Quarantine reason codes (report.json's `reason`).
+REASONS = {
+    'empty': 'zero-byte file',
+    'not_image': 'not an image, or a hidden/system file that is never read',
+    'unsupported_format': 'an image format TensorFlow cannot decode (e.g. TIFF, or WebP in TF 2.16)',
+    'truncated': 'the image data ends early',
+    'corrupt': 'Pillow or TensorFlow could not decode the image',
+    'too_many_pixels': 'the header declares more pixels than max_pixels (decompression bomb)',
+    'unsupported_mode': 'a pixel layout TensorFlow would fail on or decode wrongly',
+    'unreadable': 'permission, I/O error, symlink loop',
+    'unlabelled': "outside the layout's class folders, so no label",
+}
+
+# Pillow format name -> the `format` feature. MPO is how Pillow names many camera JPEGs.
+_FORMATS = {'JPEG': 'jpeg', 'MPO': 'jpeg', 'PNG': 'png', 'GIF': 'gif', 'BMP': 'bmp',
+            'WEBP': 'webp'}
+# Signatures of those formats: a file that has one but does not parse is broken, not "not an image".
+_SIGNATURES = ((b'\xff\xd8\xff', 'jpeg'), (b'\x89PNG\r\n\x1a\n', 'png'), (b'GIF8', 'gif'))
+_SPLIT_NAME = re.compile(r'^[A-Za-z0-9_-]+$')
+_QUARANTINE = 'quarantine'
+_EXAMPLES = 'examples'
+_PROFILE = 'profile'
+_HASHES = 'hashes'
+TF_RECORD_FILE_NAME = 'data_tfrecord'  # TFX's write_split.DEFAULT_TF_RECORD_FILE_NAME
+_TMP_FOLDER = '.shards-tmp'
+_CHUNK_FILES = 64  # files per Beam element
+_HASH_PREFIX = 2  # hex digits: duplicate index shuffled in 256 groups
+_LOG_EVERY = 1000
+
+
+def parse_split_ratios(value: Union[None, str, Mapping[str, int]]) -> Dict[str, int]:
+  """{split: positive int weight}, in order; weights are percent when they sum to 100."""
+  ratios = json.loads(value) if isinstance(value, str) else dict(value or DEFAULT_SPLIT_RATIOS)
+  if not isinstance(ratios, dict) or not ratios:
+    raise ValueError(f'split_ratios must be a non-empty JSON object, got {value!r}.')
+  for name, weight in ratios.items():
+    if not _SPLIT_NAME.match(str(name)):
+      raise ValueError(f'split name {name!r} must be letters, digits, - or _.')
+    if not isinstance(weight, int) or isinstance(weight, bool) or weight <= 0:
+      raise ValueError(f'split_ratios[{name!r}] must be a positive integer, got {weight!r}.')
+  return ratios
+
+
+# Candidate (split, weight) pairs for a file, keyed by the layout's own split (None: no split).
+SplitPlan = Dict[Optional[str], List[Tuple[str, int]]]
+
+
+def plan_splits(ratios: Dict[str, int],
+                layout_splits: Tuple[str, ...]) -> Tuple[List[str], SplitPlan]:
+  """Output split names and, per layout split, where its files may go.
+
+  A layout without splits is split by content hash with `ratios`. A layout with splits keeps them;
+  the ratio splits it lacks (e.g. eval for CIFAKE, test for GenImage) are carved out of its train
+  split (or out of its only split) by content hash, with the weights in `ratios`.
+  """
+  if not layout_splits:
+    return list(ratios), {None: list(ratios.items())}
+  plan: SplitPlan = {s: [(s, 1)] for s in layout_splits}
+  missing = [s for s in ratios if s not in layout_splits]
+  # Carved out of the layout's train, or out of its only split (e.g. a test-only download).
+  source = 'train' if 'train' in layout_splits else (
+      layout_splits[0] if len(layout_splits) == 1 else None)
+  if missing and source:
+    if source not in ratios:
+      raise ValueError(f'split_ratios {ratios} must weigh {source} to carve {missing} out of it.')
+    plan[source] = [(source, ratios[source])] + [(s, ratios[s]) for s in missing]
+  carved = {name for candidates in plan.values() for name, _ in candidates}
+  names = [s for s in ratios if s in carved] + [s for s in layout_splits if s not in ratios]
+  return names, plan
+
+
+def describe_plan(names: List[str], plan: SplitPlan) -> Dict[str, str]:
+  """{split: where its files come from}, in words, for the report."""
+  out = {}
+  for layout_split, candidates in plan.items():
+    total = sum(weight for _, weight in candidates)
+    for name, weight in candidates:
+      if layout_split is None:
+        out[name] = f'{weight}/{total} of all files, by content hash'
+      elif len(candidates) == 1:
+        out[name] = f"the layout's own {layout_split} split"
+      elif name == layout_split:
+        out[name] = (f"the layout's own {layout_split} split, less what was carved out of it "
+                     f'({weight}/{total} kept, by content hash)')
+      else:
+        out[name] = (f"carved out of the layout's {layout_split} split by content hash "
+                     f'({weight}/{total} of it): the layout has no {name} split')
+  return {name: out[name] for name in names if name in out}
+
+
+def assign_split(content_hash: str, candidates: List[Tuple[str, int]]) -> str:
+  """Deterministic by content, so byte-identical files always share a split."""
+  if len(candidates) == 1:
+    return candidates[0][0]
+  bounds, total = [], 0
+  for _, weight in candidates:
+    total += weight
+    bounds.append(total)
+  return candidates[bisect.bisect(bounds, int(content_hash, 16) % total)][0]
+
+
+class _Reject(Exception):
+  """A file that will not be ingested: becomes one quarantine record."""
+
+  def __init__(self, reason: str, detail: str):
+    super().__init__(detail)
+    assert reason in REASONS, reason
+    self.reason, self.detail = reason, detail
+
+
+def _bytes_feature(value: bytes) -> tf.train.Feature:
+  return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _text_feature(value: str) -> tf.train.Feature:
+  return _bytes_feature(value.encode('utf-8'))
+
+
+def _int_feature(value: int) -> tf.train.Feature:
+  return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+
+def _bmp_problem(data: bytes, image) -> Optional[str]:
+  """TF's BMP decoder reads channels = bits/8 and ignores palettes and compression."""
+  header_size = int.from_bytes(data[14:18], 'little')
+  bits = int.from_bytes(data[24:26] if header_size == 12 else data[28:30], 'little')
+  compression = image.info.get('compression', 0)
+  if compression not in (0, 3):
+    return f'compressed (RLE) BMP, compression {compression}: TensorFlow reads only raw BMP'
+  if bits in (24, 32) or (bits == 8 and image.mode == 'L'):
+    return None
+  return (f'{bits}-bit {image.mode} BMP: TensorFlow decodes 24/32-bit colour and 8-bit grey '
+          'BMP only (a palette would be read as grey levels)')
+
+
+class ImageReader:
+  """Reads, validates and encodes one file: the work of the ExampleGen, without Beam.
+
+  `read` returns (split, serialized tf.Example, meta) or raises _Reject. The Beam DoFn and the
+  plain-loop benchmark both call it, so they do the same work.
+  """
+
+  def __init__(self, data_dir: str, layout: layouts.Layout, plan: SplitPlan, max_pixels: int):
+    self._data_dir = data_dir
+    self._layout = layout
+    self._plan = plan
+    self._max_pixels = max_pixels
+
+  def setup(self, single_threaded: bool = False) -> None:
+    # Pillow's own bomb guard is process-wide; make it agree with ours (it raises past 2x).
+    Image.MAX_IMAGE_PIXELS = self._max_pixels
+    if single_threaded:  # a Beam worker: parallelism comes from the workers, not TF's pools
+      try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+      except RuntimeError:  # TensorFlow already ran an op in this process
+        pass
+
+  def read(self, entry: layouts.Entry, held_out: Optional[Mapping[str, str]] = None):
+    """held_out: {content hash: layout split} for duplicate groups kept in one split."""
+    rel_path, problem = entry
+    if problem:
+      raise _Reject(*layouts.problem_reason(problem))
+    if layouts.is_system_file(rel_path):
+      raise _Reject('not_image', 'hidden or system file, not read')
+    labelled = self._layout.parse(rel_path)
+    if labelled is None:
+      raise _Reject('unlabelled', f'not inside the class folders of the {self._layout.name} '
+                    'layout, so it has no label')
+    data = self.read_bytes(rel_path)
+    if not data:
+      raise _Reject('empty', 'the file has zero bytes')
+    content_hash = hashlib.sha256(data).hexdigest()
+    fmt, height, width, mode = self._validate(data)
+    layout_split = (held_out or {}).get(content_hash, labelled.split)
+    split = assign_split(content_hash, self._plan[layout_split])
+    example = tf.train.Example(features=tf.train.Features(feature={
+        features.IMAGE_KEY: _bytes_feature(data),
+        features.LABEL_KEY: _int_feature(labelled.label),
+        features.SOURCE_KEY: _text_feature(labelled.source),
+        features.FORMAT_KEY: _text_feature(fmt),
+        features.HEIGHT_KEY: _int_feature(height),
+        features.WIDTH_KEY: _int_feature(width),
+        features.HASH_KEY: _text_feature(content_hash),
+        features.PATH_KEY: _text_feature(rel_path),
+        features.SIZE_BUCKET_KEY: _text_feature(features.size_bucket(height, width)),
+    }))
+    meta = {'path': rel_path, 'hash': content_hash, 'split': split,
+            'layout_split': labelled.split, 'class': features.LABEL_NAMES[labelled.label],
+            'source': labelled.source, 'format': fmt, 'mode': mode, 'height': height,
+            'width': width}
+    return split, example.SerializeToString(), meta
+
+  def hash_and_split(self, entry: layouts.Entry) -> Iterator[Tuple[str, str]]:
+    """(content hash, layout split) of a labelled readable file; nothing for the others."""
+    rel_path, problem = entry
+    labelled = None if problem or layouts.is_system_file(rel_path) else self._layout.parse(
+        rel_path)
+    if labelled is None or labelled.split is None:
+      return
+    try:
+      data = self.read_bytes(rel_path)
+    except _Reject:
+      return
+    if data:
+      yield hashlib.sha256(data).hexdigest(), labelled.split
+
+  def read_bytes(self, rel_path: str) -> bytes:
+    path = layouts._join(self._data_dir, rel_path)  # pylint: disable=protected-access
+    try:
+      if layouts._is_remote(self._data_dir):  # pylint: disable=protected-access
+        with tf.io.gfile.GFile(path, 'rb') as f:
+          return f.read()
+      with open(path, 'rb') as f:
+        return f.read()
+    except OSError as e:
+      if e.errno == errno.ELOOP:
+        raise _Reject('unreadable', 'symlink loop') from None
+      raise _Reject('unreadable', f'{type(e).__name__}: {e.strerror or e}') from None
+    except Exception as e:  # pylint: disable=broad-except
+      raise _Reject('unreadable', f'{type(e).__name__}: {e}') from None
+
+  @staticmethod
+  def _classify_with_pillow(image) -> None:
+    """Decodes the pixels with Pillow: _Reject('truncated' or 'corrupt') if it fails."""
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+      try:
+        image.load()
+      except Image.DecompressionBombError as e:
+        raise _Reject('too_many_pixels', f'Pillow: {e}') from None
+      except Exception as e:  # pylint: disable=broad-except
+        if 'truncated' in str(e).lower() or isinstance(e, EOFError):
+          raise _Reject('truncated', f'Pillow: {type(e).__name__}: {e}') from None
+        raise _Reject('corrupt', f'Pillow could not decode it: {type(e).__name__}: {e}') from None
+
+  def _validate(self, data: bytes) -> Tuple[str, int, int, str]:
+    """(format, height, width, mode) of an image training can use, else _Reject. Header first.
+
+    Pillow reads the header only (size, format, mode: a bomb is refused before any pixel is
+    decoded); the pixels are decoded once, by TensorFlow's own decoder, the one training uses
+    (stricter than Pillow on some files, e.g. PNG CRCs). Only when that fails does Pillow decode
+    them too, to tell a truncated file from a corrupt one. The resize of
+    `features.decode_and_resize` is not run: it cannot fail on a decoded image.
+    """
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+      try:
+        image = Image.open(io.BytesIO(data))
+      except Image.DecompressionBombError as e:  # Pillow's own guard, past 2x max_pixels
+        raise _Reject('too_many_pixels', f'Pillow refused the header: {e}') from None
+      except Exception as e:  # pylint: disable=broad-except
+        signed = next((f for magic, f in _SIGNATURES if data.startswith(magic)), None)
+        if signed:
+          raise _Reject('corrupt', f'{signed} signature but an unreadable header: {e}') from None
+        raise _Reject('not_image', 'Pillow does not recognise the content as an image') from None
+      width, height = image.size
+      if width * height > self._max_pixels:
+        raise _Reject('too_many_pixels', f'header declares {width}x{height} = '
+                      f'{width * height:,} pixels > max_pixels {self._max_pixels:,}')
+      fmt = _FORMATS.get(image.format)
+      if fmt is None:
+        raise _Reject('unsupported_format', f'{image.format} image; only '
+                      f'{", ".join(sorted(set(_FORMATS.values())))} are ingested')
+      mode = image.mode
+      if fmt == 'bmp':
+        problem = _bmp_problem(data, image)
+        if problem:
+          raise _Reject('unsupported_mode', problem)
+    try:
+      # TensorFlow's decoder, the one training uses, is the one check every image passes; one
+      # kernel, without tf.io.decode_image's Python dispatch (the same op, DecodeImage).
+      tf.raw_ops.DecodeImage(contents=data, channels=features.CHANNELS, expand_animations=False)
+    except Exception as e:  # pylint: disable=broad-except
+      lines = re.sub(r'\{\{.*?\}\}\s*', '', str(e)).strip().splitlines()
+      message = lines[0] if lines else type(e).__name__
+      if 'Unknown image file format' in str(e):
+        raise _Reject('unsupported_format',
+                      f'{fmt}: TensorFlow could not decode it ({message})') from None
+      self._classify_with_pillow(image)  # truncated or corrupt, in Pillow's words
+      raise _Reject('corrupt', f'Pillow reads it but TensorFlow could not decode it: '
+                    f'{message}') from None
+    return fmt, height, width, mode
+
+
+def quarantine_record(rel_path: str, reject: '_Reject') -> Dict[str, str]:
+  return {'path': rel_path, 'reason': reject.reason, 'detail': reject.detail}
+
+
+class _IngestChunks(beam.DoFn):
+  """Chunks of files in; TFRecord shards (main output), quarantines, tallies and hashes out.
+
+  Per bundle, each split gets one shard file in a temporary folder, named in finish_bundle; the
+  report's tallies are folded into one ProfileFn accumulator and the duplicate index into one
+  list per hash prefix, also emitted in finish_bundle. With `emit_examples` (a fixed num_shards)
+  the serialized examples are yielded instead, for WriteToTFRecord to shard.
+  """
+
+  def __init__(self, reader: ImageReader, split_names: List[str], examples_uri: str,
+               emit_examples: bool):
+    self._reader = reader
+    self._split_index = {name: i for i, name in enumerate(split_names)}
+    self._tmp = os.path.join(examples_uri, _TMP_FOLDER)
+    self._emit_examples = emit_examples
+    namespace = 'ImageExampleGen'
+    self._ingested = beam.metrics.Metrics.counter(namespace, 'ingested')
+    self._quarantined = beam.metrics.Metrics.counter(namespace, 'quarantined')
+    self._seen = self._seen_ingested = 0
+
+  def setup(self):
+    self._reader.setup(single_threaded=True)
+
+  def start_bundle(self):
+    self._writers: Dict[str, Tuple[Any, str, List[int]]] = {}
+    self._profile = ProfileFn().create_accumulator()
+    self._hashes: Dict[str, List[Tuple[str, str, str, Optional[str], str]]] = {}
+
+  def process(self, chunk: List[layouts.Entry],
+              held_out: Optional[Mapping[str, str]] = None) -> Iterator[Any]:
+    for entry in chunk:
+      self._seen += 1
+      try:
+        split, example, meta = self._reader.read(entry, held_out)
+      except _Reject as r:
+        self._quarantined.inc()
+        yield beam.pvalue.TaggedOutput(_QUARANTINE, quarantine_record(entry[0], r))
+        continue
+      self._ingested.inc()
+      self._seen_ingested += 1
+      if self._emit_examples:
+        yield beam.pvalue.TaggedOutput(_EXAMPLES, (self._split_index[split], example))
+      else:
+        self._writer(split).write(example)
+        self._writers[split][2][0] += 1
+      ProfileFn.fold(self._profile, meta)
+      self._hashes.setdefault(meta['hash'][:_HASH_PREFIX], []).append(
+          (meta['hash'], meta['path'], split, meta['layout_split'], meta['class']))
+      if self._seen % _LOG_EVERY == 0:
+        logging.info('ImageExampleGen: %d files read by this worker (%d ingested).',
+                     self._seen, self._seen_ingested)
+
+  def _writer(self, split: str):
+    if split not in self._writers:
+      tf.io.gfile.makedirs(self._tmp)
+      path = os.path.join(self._tmp, f'{split}-{uuid.uuid4().hex}.gz')
+      options = tf.io.TFRecordOptions(compression_type='GZIP')
+      self._writers[split] = (tf.io.TFRecordWriter(path, options), path, [0])
+    return self._writers[split][0]
+
+  def finish_bundle(self):
+    def out(tag, value):
+      wrapped = windowed_value.WindowedValue(value, window.GlobalWindow().max_timestamp(),
+                                             [window.GlobalWindow()])
+      return beam.pvalue.TaggedOutput(tag, wrapped) if tag else wrapped
+    for split, (writer, path, count) in sorted(self._writers.items()):
+      writer.close()
+      yield out(None, (split, path, count[0]))
+    if self._profile['counts']:
+      yield out(_PROFILE, self._profile)
+    for prefix, records in sorted(self._hashes.items()):
+      yield out(_HASHES, (prefix, records))
+
+
+def _duplicate_groups(item) -> Iterator[Dict[str, Any]]:
+  """(hash prefix, [records of one bundle]) -> the groups of identical files with that prefix."""
+  _, batches = item
+  by_hash: Dict[str, List[Tuple]] = {}
+  for records in batches:
+    for record in records:
+      by_hash.setdefault(record[0], []).append(record[1:])
+  for content_hash, members in by_hash.items():
+    if len(members) > 1:
+      yield _duplicate_group((content_hash, members))
+
+
+class _SplitsPerHash(beam.CombineFn):
+  """The set of layout splits a content hash occurs in."""
+
+  def create_accumulator(self):
+    return set()
+
+  def add_input(self, accumulator, split):
+    accumulator.add(split)
+    return accumulator
+
+  def merge_accumulators(self, accumulators):
+    return set().union(*accumulators)
+
+  def extract_output(self, accumulator):
+    return sorted(accumulator)
+
+
+def _held_out_split(splits: List[str]) -> str:
+  ranked = [s for s in _HELD_OUT_ORDER if s in splits]
+  return ranked[0] if ranked else splits[0]
+
+
+# Per class tallies: name -> meta key. Dimensions are counted per value (a dimension has few
+# distinct values), so the medians are exact and memory stays bounded by the distinct sizes.
+_PROFILE_KEYS = {'sources': 'source', 'formats': 'format', 'modes': 'mode',
+                 'size_buckets': None, 'widths': 'width', 'heights': 'height'}
+
+
+class ProfileFn(beam.CombineFn):
+  """Counts per split and class, and per class sources, formats, modes and sizes."""
+
+  def create_accumulator(self):
+    return {'counts': {}, 'classes': {}}
+
+  def add_input(self, acc, meta):  # pylint: disable=arguments-renamed
+    return ProfileFn.fold(acc, meta)
+
+  @staticmethod
+  def fold(acc, meta):
+    by_class = acc['counts'].setdefault(meta['split'], {})
+    by_class[meta['class']] = by_class.get(meta['class'], 0) + 1
+    tables = acc['classes'].setdefault(meta['class'], {k: {} for k in _PROFILE_KEYS})
+    for table, key in _PROFILE_KEYS.items():
+      value = (features.size_bucket(meta['height'], meta['width']) if key is None
+               else meta[key])
+      tables[table][value] = tables[table].get(value, 0) + 1
+    return acc
+
+  def merge_accumulators(self, accumulators):
+    out = self.create_accumulator()
+    for acc in accumulators:
+      for split, by_class in acc['counts'].items():
+        mine = out['counts'].setdefault(split, {})
+        for name, n in by_class.items():
+          mine[name] = mine.get(name, 0) + n
+      for name, tables in acc['classes'].items():
+        mine = out['classes'].setdefault(name, {k: {} for k in _PROFILE_KEYS})
+        for table, values in tables.items():
+          for value, n in values.items():
+            mine[table][value] = mine[table].get(value, 0) + n
+    return out
+
+  def extract_output(self, acc):
+    return acc
+
+
+class _MergeProfiles(ProfileFn):
+  """Combines the per-bundle ProfileFn accumulators the workers emit."""
+
+  def add_input(self, acc, other):
+    return self.merge_accumulators([acc, other])
+
+
+def _median(histogram: Dict[int, int]) -> float:
+  """The median of the values a {value: count} histogram holds."""
+  total = sum(histogram.values())
+  wanted = {(total - 1) // 2, total // 2}
+  picked, seen = [], 0
+  for value in sorted(histogram):
+    start, seen = seen, seen + histogram[value]
+    picked += [value for i in wanted if start <= i < seen]
+  return sum(picked) / len(picked)
+
+
+def _shares(counts: Dict[str, int]) -> Dict[str, float]:
+  total = sum(counts.values())
+  return {k: round(n / total, 4) for k, n in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
+def class_profile(tables: Dict[str, Dict[Any, int]]) -> Dict[str, Any]:
+  """What report.json says about one class: shares of formats, modes, size buckets; sizes."""
+  n = sum(tables['formats'].values())
+  return {
+      'images': n,
+      'format_shares': _shares(tables['formats']),
+      'mode_shares': _shares(tables['modes']),
+      'size_bucket_shares': _shares(tables['size_buckets']),
+      'width': {'min': min(tables['widths']), 'median': _median(tables['widths']),
+                'max': max(tables['widths'])},
+      'height': {'min': min(tables['heights']), 'median': _median(tables['heights']),
+                 'max': max(tables['heights'])},
+  }
+
+
+def _describe_shares(shares: Dict[str, float], upper: bool) -> str:
+  shown = [f'{share:.0%} {name.upper() if upper else name}'
+           for name, share in shares.items() if share >= 0.005]
+  return ', '.join(shown[:3]) + (', ...' if len(shown) > 3 else '')
+
+
+def _distance(a: Dict[str, float], b: Dict[str, float]) -> float:
+  """Total variation distance between two share tables: 0 same, 1 disjoint."""
+  return sum(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in set(a) | set(b)) / 2
+
+
+def bias_warnings(profile: Dict[str, Dict[str, Any]]) -> List[str]:
+  """Sentences on what differs between the classes besides their content."""
+  if not all(name in profile for name in features.LABEL_NAMES):
+    return []
+  real, fake = (profile[name] for name in features.LABEL_NAMES)
+  names = features.LABEL_NAMES
+  out = []
+  for key, upper, what in (
+      ('format_shares', True, 'the container (file format and its compression) instead of '
+       'the content'),
+      ('mode_shares', False, 'the colour mode (greyscale, alpha, palette) instead of the content')):
+    if _distance(real[key], fake[key]) >= BIAS_THRESHOLD:
+      out.append(f'{names[0]} is {_describe_shares(real[key], upper)} but {names[1]} is '
+                 f'{_describe_shares(fake[key], upper)}: a model can learn {what}.')
+  size = {name: (profile[name]['width']['median'], profile[name]['height']['median'])
+          for name in names}
+  ratio = max(max(a, b) / max(min(a, b), 1) for a, b in zip(*size.values()))
+  if (ratio >= 1.5 or _distance(real['size_bucket_shares'], fake['size_bucket_shares'])
+      >= BIAS_THRESHOLD):
+    out.append(
+        f'{names[0]} images have a median size of {size[names[0]][0]:g}x{size[names[0]][1]:g} '
+        f'({_describe_shares(real["size_bucket_shares"], False)}) but {names[1]} '
+        f'{size[names[1]][0]:g}x{size[names[1]][1]:g} '
+        f'({_describe_shares(fake["size_bucket_shares"], False)}): a model can learn the image '
+        'size (and resizing traces) instead of the content.')
+  return out
+
+
+def duplicate_warnings(groups: List[Dict[str, Any]]) -> List[str]:
+  out = []
+  moved = [g for g in groups if g['kept_in_one_split']]
+  crossing = [g for g in groups if g['crosses_splits']]
+  labels = [g for g in groups if g['crosses_classes']]
+  if moved:
+    out.append(f"{len(moved)} group(s) of byte-identical files lay in more than one of the "
+               "layout's splits; each group was kept in its most held-out split to prevent "
+               f"leakage, e.g. {', '.join(moved[0]['paths'][:3])} -> {moved[0]['splits'][0]}.")
+  if crossing:
+    out.append(f'{len(crossing)} group(s) of byte-identical files are in more than one split '
+               f"(leakage: evaluation sees training images), e.g. "
+               f"{', '.join(crossing[0]['paths'][:3])} in {' and '.join(crossing[0]['splits'])}.")
+  if labels:
+    out.append(f'{len(labels)} group(s) of byte-identical files carry both labels (label '
+               f"noise), e.g. {', '.join(labels[0]['paths'][:3])}.")
+  return out
+
+
+def _duplicate_group(item: Tuple[str, List[Tuple[str, str, Optional[str], str]]]
+                     ) -> Dict[str, Any]:
+  content_hash, members = item
+  splits = sorted({split for _, split, _, _ in members})
+  layout_splits = sorted({s for _, _, s, _ in members if s is not None})
+  classes = sorted({class_name for _, _, _, class_name in members})
+  return {'content_hash': content_hash, 'paths': sorted(path for path, _, _, _ in members),
+          'splits': splits, 'crosses_splits': len(splits) > 1,
+          'kept_in_one_split': len(layout_splits) > 1 and len(splits) == 1,
+          'classes': classes, 'crosses_classes': len(classes) > 1}
+
+
+def _finalize_shards(shards: List[Tuple[str, str, int]], split_names: List[str],
+                     examples_uri: str) -> None:
+  """Moves the bundles' shard files to Split-<name>/data_tfrecord-i-of-n.gz, as TFX names them.
+
+  Only shards of committed bundles are listed, so a retried bundle's leftovers are dropped with
+  the temporary folder. A split without images still gets one (empty) file, as TFX writes.
+  """
+  for name in split_names:
+    mine = sorted(path for split, path, _ in shards if split == name)
+    folder = os.path.join(examples_uri, f'Split-{name}')
+    tf.io.gfile.makedirs(folder)
+    if not mine:
+      with tf.io.TFRecordWriter(os.path.join(folder, f'{TF_RECORD_FILE_NAME}-00000-of-00001.gz'),
+                                tf.io.TFRecordOptions(compression_type='GZIP')):
+        pass
+    for i, path in enumerate(mine):
+      tf.io.gfile.rename(path, os.path.join(
+          folder, f'{TF_RECORD_FILE_NAME}-{i:05d}-of-{len(mine):05d}.gz'), overwrite=True)
+  tmp = os.path.join(examples_uri, _TMP_FOLDER)
+  if tf.io.gfile.exists(tmp):
+    tf.io.gfile.rmtree(tmp)
+
+
+def _write_report(_, profile, duplicates, quarantined, shards, header: Dict[str, Any],
+                  split_names, examples_uri: str, report_uri: str) -> None:
+  """Runs once, after every file went through: the whole report is assembled by Beam."""
+  if shards is not None:
+    _finalize_shards(shards, split_names, examples_uri)
+  counts = {s: {c: 0 for c in features.LABEL_NAMES} for s in split_names}
+  for split, by_class in profile['counts'].items():
+    counts[split].update(by_class)
+  classes = {c: profile['classes'].get(c) for c in features.LABEL_NAMES}
+  reasons: Dict[str, int] = {}
+  for record in quarantined:
+    reasons[record['reason']] = reasons.get(record['reason'], 0) + 1
+  duplicates = sorted(duplicates, key=lambda g: g['paths'][0])
+  per_class = {c: class_profile(t) for c, t in classes.items() if t}
+  warnings_ = bias_warnings(per_class) + duplicate_warnings(duplicates)
+  for split, by_class in counts.items():
+    missing = [c for c, n in by_class.items() if not n]
+    if missing and sum(by_class.values()):
+      warnings_.append(f"Split {split!r} has no {' or '.join(missing)} image: its metrics "
+                       'will be one-sided.')
+  report = dict(header)
+  report.update({
+      'ingested': sum(sum(by_class.values()) for by_class in counts.values()),
+      'quarantined': sorted(quarantined, key=lambda r: r['path']),
+      'quarantine_reasons': dict(sorted(reasons.items())),
+      'counts': counts,
+      'sources': {c: dict(sorted((t or {}).get('sources', {}).items())) for c, t in classes.items()},
+      'formats': {c: dict(sorted((t or {}).get('formats', {}).items())) for c, t in classes.items()},
+      'modes': {c: dict(sorted((t or {}).get('modes', {}).items())) for c, t in classes.items()},
+      'profile': per_class,
+      'duplicates': duplicates,
+      'warnings': warnings_,
+  })
+  with tf.io.gfile.GFile(os.path.join(report_uri, REPORT_FILE), 'w') as f:
+    f.write(json.dumps(report, indent=2))
+  buffer = io.StringIO()
+  writer = csv.writer(buffer)
+  writer.writerow(['path', 'reason', 'detail'])
+  writer.writerows([r['path'], r['reason'], r['detail']] for r in report['quarantined'])
+  with tf.io.gfile.GFile(os.path.join(report_uri, QUARANTINE_FILE), 'w') as f:
+    f.write(buffer.getvalue())
+
+
+def build_pipeline(pipeline, data_dir: str, layout: layouts.Layout, entries: List[layouts.Entry],
+                   split_names: List[str], plan: SplitPlan, max_pixels: int,
+                   duplicate_policy: str, num_shards: int, examples_uri: str, report_uri: str,
+                   header: Dict[str, Any]) -> None:
+  """The Beam graph: read chunks of files in parallel, write split shards, combine the report."""
+  reader = ImageReader(data_dir, layout, plan, max_pixels)
+  chunks = [entries[i:i + _CHUNK_FILES] for i in range(0, len(entries), _CHUNK_FILES)]
+  files = pipeline | 'ListFiles' >> beam.Create(chunks)  # Create reshuffles: work spreads out
+  side_inputs = []
+  if duplicate_policy == SAME_SPLIT and len(layout.splits) > 1:
+    # A first, cheap pass (read and hash, no decode) finds identical files the layout put in
+    # different splits; only those (few) travel to the workers, as a side input.
+    side_inputs.append(beam.pvalue.AsDict(
+        files
+        | 'HashFiles' >> beam.FlatMap(
+            lambda chunk: (kv for entry in chunk for kv in reader.hash_and_split(entry)))
+        | 'SplitsPerHash' >> beam.CombinePerKey(_SplitsPerHash())
+        | 'CrossingSplits' >> beam.Filter(lambda kv: len(kv[1]) > 1)
+        | 'HeldOutSplit' >> beam.MapTuple(lambda h, splits: (h, _held_out_split(splits)))))
+  emit_examples = num_shards > 0
+  results = files | 'ReadAndValidate' >> beam.ParDo(
+      _IngestChunks(reader, split_names, examples_uri, emit_examples), *side_inputs).with_outputs(
+          _QUARANTINE, _EXAMPLES, _PROFILE, _HASHES, main='shards')
+  if emit_examples:
+    by_split = results[_EXAMPLES] | 'PartitionBySplit' >> beam.Partition(
+        lambda item, _: item[0], len(split_names))
+    for index, name in enumerate(split_names):
+      _ = (by_split[index]
+           | f'Serialized[{name}]' >> beam.Values()
+           | f'WriteSplit[{name}]' >> beam.io.WriteToTFRecord(
+               os.path.join(examples_uri, f'Split-{name}', TF_RECORD_FILE_NAME),
+               file_name_suffix='.gz', num_shards=num_shards))
+    shards = pipeline | 'NoShards' >> beam.Create([None])
+  else:
+    shards = results.shards | 'ShardsToList' >> beam.combiners.ToList()
+  profile = results[_PROFILE] | 'Profile' >> beam.CombineGlobally(_MergeProfiles())
+  duplicates = (results[_HASHES]
+                | 'GroupByHashPrefix' >> beam.GroupByKey()
+                | 'DuplicateGroups' >> beam.FlatMap(_duplicate_groups)
+                | 'DuplicatesToList' >> beam.combiners.ToList())
+  quarantined = results[_QUARANTINE] | 'QuarantineToList' >> beam.combiners.ToList()
+  _ = (pipeline
+       | 'ReportTrigger' >> beam.Create([None])
+       | 'WriteReport' >> beam.Map(
+           _write_report, beam.pvalue.AsSingleton(profile),
+           beam.pvalue.AsSingleton(duplicates), beam.pvalue.AsSingleton(quarantined),
+           beam.pvalue.AsSingleton(shards), header=header, split_names=split_names,
+           examples_uri=examples_uri, report_uri=report_uri))
