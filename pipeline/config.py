@@ -63,15 +63,25 @@ class TunerConfig:
 
 @dataclasses.dataclass
 class GateConfig:
-  """What the Evaluator demands before blessing (and the Pusher pushing) a model."""
+  """What the Evaluator (TFMA) and the RobustnessGate demand before a model is blessed and pushed.
+
+  Value bars and change bars are judged on the whole eval split; slices are reported, not gated.
+  """
+  # Value bars (TFMA, at a 0.5 probability cut); 0 lets every model through.
   min_precision: float = 0.8
   min_recall: float = 0.8
-  # The candidate may not lose more than this much accuracy against the last blessed model.
+  # Change bars against the last blessed model: the most each metric may drop (1 = off).
   max_accuracy_drop: float = 0.01
+  max_auc_drop: float = 1.0
   eval_split: str = 'test'  # never seen by training, tuning or threshold selection
+  # Slices: every feature named here gets one TFMA slice per value (add any example feature).
   slice_features: List[str] = dataclasses.field(
       default_factory=lambda: [features.SOURCE_KEY, features.FORMAT_KEY,
                                features.SIZE_BUCKET_KEY])
+  # Robustness: eval_split re-scored under each perturbation (components/perturb.py; [] = all).
+  perturbations: List[str] = dataclasses.field(default_factory=list)
+  # Bar on accuracy under the worst perturbation, at the model's own threshold (0 = off).
+  min_robust_accuracy: float = 0.0
 
 
 @dataclasses.dataclass

@@ -2,7 +2,8 @@
 
 ImageExampleGen -> StatisticsGen -> ImportSchemaGen (curated schema/) or SchemaGen
 -> ExampleValidator -> Transform -> [Tuner] -> Trainer -> Resolver(latest blessed) -> Evaluator
--> Pusher. Runner-agnostic: BeamDagRunner runs it here, KubeflowV2DagRunner compiles it.
+-> RobustnessGate (perturbations; the final blessing) -> Pusher. Runner-agnostic: BeamDagRunner
+runs it here, KubeflowV2DagRunner compiles it.
 """
 
 import json
@@ -13,6 +14,8 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components import features
+from components import perturb
+from components import robustness
 from components import serve
 from components.image_example_gen import ImageExampleGen
 from pipeline.config import PipelineConfig
@@ -22,10 +25,18 @@ _COMPONENTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
 TRANSFORM_MODULE = os.path.join(_COMPONENTS_DIR, 'transform.py')
 TRAIN_MODULE = os.path.join(_COMPONENTS_DIR, 'train.py')
 SCHEMA_FILE = 'schema.pbtxt'
+ROBUSTNESS_GATE_ID = 'RobustnessGate'
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-  """Metrics overall and per slice; the gate is value bars plus a no-regression bar."""
+  """Metrics and plots overall and per slice; the gate is value bars plus no-regression bars.
+
+  Slices: overall, then one per value of each of `gate.slice_features` (source, format,
+  size_bucket by default; any example feature a user names). Thresholds (all from GateConfig)
+  judge the overall slice only: precision and recall lower bounds, and accuracy (and AUC, when
+  `gate.max_auc_drop` < 1) may not drop more than the configured amount below the last blessed
+  model's. Robustness under perturbations is judged after this, by the RobustnessGate.
+  """
   gate = config.gate
 
   def overall_only(threshold: tfma.MetricThreshold):
@@ -33,25 +44,34 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
                                          threshold=threshold)]
 
-  lower_bound = lambda v: overall_only(tfma.MetricThreshold(  # pylint: disable=g-long-lambda
-      value_threshold=tfma.GenericValueThreshold(lower_bound={'value': v})))
-  no_regression = overall_only(tfma.MetricThreshold(
-      change_threshold=tfma.GenericChangeThreshold(
-          direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-          absolute={'value': -gate.max_accuracy_drop})))
+  def lower_bound(value: float):
+    return overall_only(tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={'value': value})))
+
+  def no_regression(max_drop: float):
+    if max_drop >= 1:  # a drop of the whole range: no bar
+      return []
+    return overall_only(tfma.MetricThreshold(
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={'value': -max_drop})))
+
   metrics = [
       tfma.MetricConfig(class_name='ExampleCount'),
-      tfma.MetricConfig(class_name='BinaryAccuracy', per_slice_thresholds=no_regression),
+      tfma.MetricConfig(class_name='BinaryAccuracy',
+                        per_slice_thresholds=no_regression(gate.max_accuracy_drop)),
       tfma.MetricConfig(class_name='Precision',
                         per_slice_thresholds=lower_bound(gate.min_precision)),
       tfma.MetricConfig(class_name='Recall', per_slice_thresholds=lower_bound(gate.min_recall)),
       tfma.MetricConfig(class_name='F1Score'),
-      tfma.MetricConfig(class_name='AUC', config=json.dumps({'name': 'auc'})),
+      tfma.MetricConfig(class_name='AUC', config=json.dumps({'name': 'auc'}),
+                        per_slice_thresholds=no_regression(gate.max_auc_drop)),
       tfma.MetricConfig(class_name='AUC',
                         config=json.dumps({'name': 'pr_auc', 'curve': 'PR'})),
       tfma.MetricConfig(class_name='MeanLabel'),
       tfma.MetricConfig(class_name='MeanPrediction'),
       tfma.MetricConfig(class_name='Calibration'),
+      # Plots: TP/FP/TN/FN at 1000 cuts (ROC and PR curves come from it) and calibration.
       tfma.MetricConfig(class_name='ConfusionMatrixPlot'),
       tfma.MetricConfig(class_name='CalibrationPlot'),
   ]
@@ -106,10 +126,14 @@ def create_components(config: PipelineConfig) -> List[tfx.types.BaseNode]:
       schema=schema_gen.outputs['schema'],
       hyperparameters=tuner.outputs['best_hyperparameters'] if tuner else None,
       custom_config=module_config)
+  # The baseline is the latest model that passed the whole gate (TFMA and robustness): only the
+  # RobustnessGate's blessings count, not the Evaluator's, which robustness may still overrule.
   model_resolver = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                     producer_component_id=ROBUSTNESS_GATE_ID,
+                                     output_key='blessing'),
   ).with_id('latest_blessed_model_resolver')
   evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs['examples'],
@@ -118,13 +142,21 @@ def create_components(config: PipelineConfig) -> List[tfx.types.BaseNode]:
       schema=schema_gen.outputs['schema'],
       example_splits=[config.gate.eval_split],
       eval_config=eval_config(config))
-  pusher = tfx.components.Pusher(
+  robustness_gate = robustness.RobustnessGate(
+      examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],
+      split=config.gate.eval_split,
+      perturbations=json.dumps(perturb.names(config.gate.perturbations)),
+      min_accuracy=float(config.gate.min_robust_accuracy),
+  ).with_id(ROBUSTNESS_GATE_ID)
+  pusher = tfx.components.Pusher(
+      model=trainer.outputs['model'],
+      model_blessing=robustness_gate.outputs['blessing'],
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)))
   nodes = [example_gen, statistics_gen, schema_gen, example_validator, transform, tuner,
-           trainer, model_resolver, evaluator, pusher]
+           trainer, model_resolver, evaluator, robustness_gate, pusher]
   return [node for node in nodes if node is not None]
 
 
