@@ -318,5 +318,25 @@ def explain(image, model, output, target, alpha) -> None:
              f'Grad-CAM for {result.target!r} on {result.layer}: {path}')
 
 
+# -- Inspecting an evaluation ----------------------------------------------------------------
+
+@main.command('inspect')
+@click.argument('run', default='outputs', type=click.Path(exists=True, file_okay=False))
+@click.option('--report-dir', default=None, type=click.Path(file_okay=False),
+              help='Where the PNGs and index.html go. Default: <run output>/report/.')
+def inspect_command(run, report_dir) -> None:
+  """The TFMA slice table and blessing verdict of RUN's latest evaluation, plus plots and an HTML
+  report. RUN is a run's --output folder (default ./outputs) or an Evaluator evaluation folder."""
+  os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'  # TFMA's loaders are chatty; the table is the output
+  logging.getLogger('tensorflow').setLevel(logging.ERROR)
+  from pipeline import inspect as inspect_lib  # pylint: disable=g-import-not-at-top
+  try:
+    _, text, report = inspect_lib.inspect(run, report_dir)
+  except inspect_lib.InspectError as e:
+    raise UserError(str(e)) from None
+  click.echo(text)
+  click.echo(f'report: {report}')
+
+
 if __name__ == '__main__':
   sys.exit(main())
