@@ -63,7 +63,7 @@ def _run_child(mode: str, data_dir: str, out_dir: str, workers: int) -> dict:
   cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
   samples = iter(range(10**9))
 
-  def pss_every_sample() -> bool:  # PSS reads /proc/<pid>/smaps: every 10th sample is enough
+  def pss_this_sample() -> bool:  # PSS reads /proc/<pid>/smaps: every 10th sample is enough
     return next(samples) % 10 == 0
 
   result_file = os.path.join(out_dir, 'result.json')
@@ -80,10 +80,11 @@ def _run_child(mode: str, data_dir: str, out_dir: str, workers: int) -> dict:
     except psutil.Error:
       break
     rss = pss = 0
+    with_pss = pss_this_sample()
     for process in tree:
       try:
         rss += process.memory_info().rss
-        if pss_every_sample():
+        if with_pss:
           pss += process.memory_full_info().pss
       except psutil.Error:
         pass
