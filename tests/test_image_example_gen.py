@@ -337,6 +337,8 @@ def test_report_profiles_each_class(plain):
     assert profile['width']['median'] == float(np.median(widths))
   assert isinstance(result['warnings'], list)
   assert any('carry both labels' in w for w in result['warnings'])  # copy_of_real.png
+  assert any(w.startswith('1 group(s) of byte-identical files (2 files) stay within one split')
+             for w in result['warnings'])  # dup.png and dup_copy.png
   with open(os.path.join(plain['report'].uri, 'quarantine.csv'), newline='') as f:
     rows = list(csv.DictReader(f))
   assert {r['path']: r['reason'] for r in rows} == plain['broken']

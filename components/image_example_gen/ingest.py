@@ -578,6 +578,12 @@ def duplicate_warnings(groups: List[Dict[str, Any]]) -> List[str]:
   if labels:
     out.append(f'{len(labels)} group(s) of byte-identical files carry both labels (label '
                f"noise), e.g. {', '.join(labels[0]['paths'][:3])}.")
+  quiet = [g for g in groups if not (g['crosses_splits'] or g['crosses_classes'])]
+  if quiet:
+    out.append(f'{len(quiet)} group(s) of byte-identical files '
+               f"({sum(len(g['paths']) for g in quiet)} files) stay within one split and class; "
+               'they do not leak, but each copy weighs again in training and metrics, e.g. '
+               f"{', '.join(quiet[0]['paths'][:3])}.")
   return out
 
 
