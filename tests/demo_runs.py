@@ -1,0 +1,63 @@
+"""Real pipeline runs shared by test_gate, test_inspect and test_notebooks (one pytest session).
+
+One small demo set and one output folder, as a user's would be; each named run happens at most
+once per session (marker file), so the modules reuse what another already ran, in any order:
+  good                a real CNN, value bars at 0 so it is blessed: the baseline;
+  worse_than_baseline shuffled labels, value bars at 0: refused by the change threshold only;
+  below_bars          the same shuffled model, precision bar 0.99 and robustness bar 0.99.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+FAKEDETECT = [sys.executable, '-m', 'pipeline']
+PER_CLASS = 150
+NO_BARS = ['--set', 'gate.min_precision=0', '--set', 'gate.min_recall=0']
+GOOD = ['--set', 'train.epochs=10'] + NO_BARS
+SHUFFLED = ['--set', 'train.epochs=3', '--set', 'train.shuffle_labels=true']
+RUNS = {
+    'good': GOOD,
+    'worse_than_baseline': SHUFFLED + NO_BARS,
+    'below_bars': SHUFFLED + ['--set', 'gate.min_precision=0.99', '--set', 'gate.min_recall=0',
+                              '--set', 'gate.min_robust_accuracy=0.99'],
+}
+ORDER = list(RUNS)
+
+
+def workspace(tmp_path_factory):
+  root = tmp_path_factory.getbasetemp() / 'fakedetect_demo_runs'
+  root.mkdir(exist_ok=True)
+  data = root / 'data'
+  if not (data / 'real').is_dir():
+    subprocess.run(FAKEDETECT + ['demo-data', str(data), '--per-class', str(PER_CLASS)],
+                   check=True, capture_output=True, timeout=300)
+  return root
+
+
+def run(root, name):
+  """Runs `name` (and the runs before it, which it depends on) once; returns its record."""
+  for earlier in ORDER[:ORDER.index(name)]:
+    if not (root / f'{earlier}.json').exists():
+      run(root, earlier)
+  marker = root / f'{name}.json'
+  if marker.exists():
+    return json.loads(marker.read_text())
+  output = root / 'out'
+  result = subprocess.run(
+      FAKEDETECT + ['run', '--data', str(root / 'data'), '--output', str(output)] + RUNS[name],
+      capture_output=True, text=True, timeout=900)
+  if result.returncode != 0:
+    raise AssertionError(f'run {name} failed ({result.returncode}):\n{result.stdout}\n'
+                         f'{result.stderr}')
+  summary = json.loads((output / 'summary.json').read_text())
+  robustness_dir = os.path.join(str(output), 'tfx', 'RobustnessGate', 'robustness')
+  record = {'name': name, 'output': str(output), 'stdout': result.stdout, 'summary': summary,
+            'robustness': max((os.path.join(robustness_dir, d) for d in os.listdir(robustness_dir)),
+                              key=lambda p: int(os.path.basename(p)))}
+  if name == 'good':  # its card, written while it is the folder's latest (pushed) run
+    from pipeline import model_card  # pylint: disable=g-import-not-at-top
+    record['model_card'] = model_card.write_for_run(str(output))
+  marker.write_text(json.dumps(record))
+  return record

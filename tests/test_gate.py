@@ -1,0 +1,100 @@
+"""The gate on real pipeline runs: value bars, the change threshold against the last blessed
+model, the robustness bar; and the perturbations and metrics the robustness gate is built on."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tests import demo_runs
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  root = demo_runs.workspace(tmp_path_factory)
+  return {name: demo_runs.run(root, name) for name in demo_runs.ORDER}
+
+
+def _robustness(record):
+  from components import robustness  # pylint: disable=g-import-not-at-top
+  return robustness.read(record['robustness'])
+
+
+def test_good_model_is_blessed_pushed_and_carries_a_model_card(runs):
+  summary = runs['good']['summary']
+  assert summary['blessed'] is True, summary['not_blessed_because']
+  assert summary['pushed_model'] and os.path.isfile(
+      os.path.join(summary['pushed_model'], 'saved_model.pb'))
+  rob = _robustness(runs['good'])
+  assert rob['blessed'] and rob['evaluator_blessed'] and rob['robust']
+  assert list(rob['perturbations']) == ['none', 'jpeg_q95', 'jpeg_q75', 'jpeg_q50',
+                                        'gaussian_blur', 'rescale_0.5']
+  assert rob['perturbations']['none']['example_count'] == summary['metrics']['example_count']
+
+  card_path = runs['good']['model_card']
+  assert card_path == os.path.join(summary['pushed_model'], 'assets.extra', 'model_card.md')
+  card = open(card_path, encoding='utf-8').read()
+  for section in ('## Intended use', '## Training data', '## Training setup', '## Evaluation',
+                  '### Per slice', '### Under perturbation', '## Limitations',
+                  '## Ethical considerations', 'not proof'):
+    assert section in card, section
+  assert f"{summary['threshold']:.3f}" in card
+  assert 'jpeg_q75' in card and 'source=' in card
+  assert os.path.isfile(os.path.join(summary['pushed_model'], 'assets.extra', 'model_card.html'))
+
+
+def test_model_worse_than_the_baseline_is_refused_by_the_change_threshold_only(runs):
+  summary = runs['worse_than_baseline']['summary']
+  assert summary['blessed'] is False
+  assert summary['pushed_model'] is None
+  reasons = summary['not_blessed_because']
+  assert len(reasons) == 1 and reasons[0].startswith('binary_accuracy changed by -'), reasons
+  assert 'against the last blessed model' in reasons[0]
+  rob = _robustness(runs['worse_than_baseline'])
+  assert rob['robust'] and not rob['evaluator_blessed'] and not rob['blessed']
+
+
+def test_model_below_the_precision_bar_is_refused_and_says_by_how_much(runs):
+  summary = runs['below_bars']['summary']
+  assert summary['blessed'] is False
+  assert summary['pushed_model'] is None
+  precision = [r for r in summary['not_blessed_because'] if r.startswith('precision ')]
+  assert precision and 'below the bar 0.99 (short by ' in precision[0], summary
+  # The robustness bar refuses it too, and says which perturbation fell short by how much.
+  rob = _robustness(runs['below_bars'])
+  assert not rob['robust'] and not rob['blessed']
+  assert any('below the robustness bar 0.99 (short by' in f for f in rob['failures'])
+  # Only fully blessed models are baselines: the refused shuffled models were compared with the
+  # good one, so the change threshold still fails here.
+  assert any(r.startswith('binary_accuracy changed by') for r in summary['not_blessed_because'])
+
+
+# -- The building blocks, without a pipeline --------------------------------------------------
+
+def test_every_perturbation_yields_a_decodable_image_of_the_same_size():
+  from components import perturb  # pylint: disable=g-import-not-at-top
+  from tests.conftest import encode_image, random_image  # pylint: disable=g-import-not-at-top
+  rng_image = random_image(37, 52, seed=3)
+  for source in (encode_image(rng_image, 'PNG'), encode_image(rng_image, 'JPEG', quality=90),
+                 encode_image(rng_image[..., 0], 'PNG'), encode_image(rng_image, 'GIF')):
+    for name in perturb.names():
+      out = perturb.perturb(source, name)
+      assert perturb.decode_rgb(out).shape == (37, 52, 3), name
+  assert perturb.perturb(b'abc', 'none') == b'abc'
+  with pytest.raises(ValueError, match='Unknown perturbation'):
+    perturb.names(['jpeg_q10'])
+  assert perturb.names(['jpeg_q75']) == ['none', 'jpeg_q75']
+
+
+def test_robustness_metrics_and_verdict():
+  from components import robustness  # pylint: disable=g-import-not-at-top
+  labels = np.array([0, 0, 1, 1])
+  assert robustness.auc(labels, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
+  assert robustness.auc(labels, np.array([0.5, 0.5, 0.5, 0.5])) == pytest.approx(0.5)
+  m = robustness.metrics(labels, np.array([0.1, 0.6, 0.7, 0.2]), np.array([0, 1, 1, 0]))
+  assert m['accuracy'] == 0.5 and m['precision'] == 0.5 and m['recall'] == 0.5
+  result = {'perturbations': {'none': {'accuracy': 0.9}, 'jpeg_q50': {'accuracy': 0.6},
+                              'gaussian_blur': {'accuracy': 0.85}}}
+  assert robustness.verdict(result, 0.0) == []
+  assert robustness.verdict(result, 0.8) == [
+      'accuracy under jpeg_q50 0.6000 is below the robustness bar 0.8 (short by 0.2000)']
