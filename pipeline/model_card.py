@@ -70,10 +70,10 @@ def gate_bars(evaluation_uri: str) -> List[str]:
 class _Run:
   """The facts of the latest run the card is built from."""
 
-  def __init__(self, config: PipelineConfig):
+  def __init__(self, config: PipelineConfig, summary: Optional[Dict[str, Any]] = None):
     from components import robustness as robustness_lib  # pylint: disable=g-import-not-at-top
     from components import serve  # pylint: disable=g-import-not-at-top
-    self.summary = summary_lib.collect(config)
+    self.summary = summary if summary is not None else summary_lib.collect(config)
     outputs = summary_lib.RunOutputs(config)
     report = outputs.artifact('ImageExampleGen', 'report')
     self.report: Dict[str, Any] = {}
@@ -317,11 +317,15 @@ def to_html(markdown: str) -> str:
 
 
 def write_for_run(config_or_output_dir: Union[PipelineConfig, str],
+                  summary: Optional[Dict[str, Any]] = None,
                   write_html: bool = True) -> Optional[str]:
-  """Writes the card of the model the latest run pushed; returns the .md path (None: no push)."""
+  """Writes the card of the model the latest run pushed; returns the .md path (None: no push).
+
+  `summary`: the run's summary.collect() result when the caller has it (saves reading it again).
+  """
   config = (config_or_output_dir if isinstance(config_or_output_dir, PipelineConfig)
             else PipelineConfig(output_dir=config_or_output_dir))
-  run = _Run(config)
+  run = _Run(config, summary)
   if not run.model_dir or not os.path.isdir(run.model_dir):
     return None
   markdown = render(run)

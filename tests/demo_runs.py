@@ -13,10 +13,10 @@ import subprocess
 import sys
 
 FAKEDETECT = [sys.executable, '-m', 'pipeline']
-PER_CLASS = 150
+PER_CLASS = 100
 NO_BARS = ['--set', 'gate.min_precision=0', '--set', 'gate.min_recall=0']
-GOOD = ['--set', 'train.epochs=10'] + NO_BARS
-SHUFFLED = ['--set', 'train.epochs=3', '--set', 'train.shuffle_labels=true']
+GOOD = ['--set', 'train.epochs=6'] + NO_BARS
+SHUFFLED = ['--set', 'train.epochs=1', '--set', 'train.shuffle_labels=true']
 RUNS = {
     'good': GOOD,
     'worse_than_baseline': SHUFFLED + NO_BARS,
