@@ -618,3 +618,23 @@ def test_fixed_shards_and_keeping_the_layouts_splits(tmp_path):
   [group] = result['duplicates']
   assert group['crosses_splits'] is True and group['kept_in_one_split'] is False
   assert any('more than one split (leakage' in w for w in result['warnings'])
+
+
+def test_examples_are_not_written_in_class_runs(tmp_path):
+  """Folders list a class at a time; the shards must mix them, or a trainer's shuffle buffer
+  sees single-class stretches (batch-norm then learns the batch, not the image)."""
+  for i in range(150):
+    _write(tmp_path / 'data', f'real/r{i:03d}.png', _image(i, 'PNG', 8, 8))
+    _write(tmp_path / 'data', f'fake/f{i:03d}.png', _image(1000 + i, 'PNG', 8, 8))
+  examples, _, result, error = _run(tmp_path / 'data', tmp_path / 'out',
+                                    split_ratios=json.dumps({'train': 100}))
+  assert error is None and result['ingested'] == 300
+  labels = [int(e['label']) for e in _read_examples(examples)['train']]
+  switches = sum(a != b for a, b in zip(labels, labels[1:]))
+  # In class runs there would be 1 switch; a random order has about 150.
+  assert switches > 100, switches
+  longest, run = 1, 1
+  for a, b in zip(labels, labels[1:]):
+    run = run + 1 if a == b else 1
+    longest = max(longest, run)
+  assert longest < 20, longest

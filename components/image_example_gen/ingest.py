@@ -671,6 +671,11 @@ def build_pipeline(pipeline, data_dir: str, layout: layouts.Layout, entries: Lis
                    header: Dict[str, Any]) -> None:
   """The Beam graph: read chunks of files in parallel, write split shards, combine the report."""
   reader = ImageReader(data_dir, layout, plan, max_pixels)
+  # Folders list one class after the other; written in that order, a split's shards hold long
+  # single-class runs that a trainer's shuffle buffer cannot mix (batch-norm then learns the
+  # batch's class). A path-hash order mixes classes and sources in every chunk and shard.
+  entries = sorted(entries, key=lambda entry: hashlib.sha1(entry[0].encode('utf-8',
+                                                                        'surrogateescape')).digest())
   chunks = [entries[i:i + _CHUNK_FILES] for i in range(0, len(entries), _CHUNK_FILES)]
   files = pipeline | 'ListFiles' >> beam.Create(chunks)  # Create reshuffles: work spreads out
   side_inputs = []
