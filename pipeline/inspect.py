@@ -77,8 +77,8 @@ def _robustness_of_evaluation(metadata_path: str, evaluation_uri: str):
                             ('robustness', 'blessing'))
     if robustness:
       ids = [robustness[0].artifact_id] + ([blessing[0].artifact_id] if blessing else [])
-      artifacts = store.get_artifacts_by_id(ids)
-      return artifacts[0], (artifacts[1] if len(artifacts) > 1 else None)
+      by_id = {a.id: a for a in store.get_artifacts_by_id(ids)}  # not in the order asked
+      return by_id[ids[0]], (by_id[ids[1]] if len(ids) > 1 else None)
   return None, None
 
 
