@@ -135,6 +135,9 @@ def run(data, output, settings, tune, no_cache) -> None:
     from pipeline import models  # pylint: disable=g-import-not-at-top
     result['models_config'] = models.write_config(serving_root)
   click.echo(summary_lib.render(result))
+  if result['pushed_model']:
+    from pipeline import model_card  # pylint: disable=g-import-not-at-top
+    click.echo(f'model card: {model_card.write_for_run(config, summary=result)}')
   click.echo(f'summary: {config.summary_path}')
 
 

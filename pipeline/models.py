@@ -258,6 +258,10 @@ def pushes_from_metadata(metadata_path: str) -> Dict[str, Dict[str, Any]]:
     pusher = execution_of(artifact.id)
     blessing = linked(pusher, event_types.INPUT, 'model_blessing') if pusher else None
     evaluator = execution_of(blessing.id) if blessing is not None else None
+    # The Pusher reads the RobustnessGate's blessing; the Evaluator's is that gate's input.
+    upstream = linked(evaluator, event_types.INPUT, 'model_blessing') if evaluator else None
+    if upstream is not None:
+      evaluator = execution_of(upstream.id)
     if evaluator is not None:
       record['run_id'] = run_of(evaluator)
       evaluation = linked(evaluator, event_types.OUTPUT, 'evaluation')

@@ -115,14 +115,19 @@ def _slice_name(slice_key) -> str:
   return ', '.join(f'{k}={v.decode() if isinstance(v, bytes) else v}' for k, v in slice_key)
 
 
-def evaluation_metrics(uri: str) -> Dict[str, Dict[str, float]]:
-  """{slice name: {metric: value}} for the candidate model."""
+def load_candidate_result(uri: str) -> tfma.EvalResult:
+  """The TFMA EvalResult (metrics and plots) of the candidate model of an evaluation."""
   config_path = os.path.join(uri, 'eval_config.json')
   models = json.loads(tf.io.gfile.GFile(config_path).read()).get('evalConfig', {}).get(
       'modelSpecs', [{}]) if tf.io.gfile.exists(config_path) else [{}]
   # With a baseline the evaluation holds two models; the summary is about the candidate.
   name = next((m.get('name') for m in models if not m.get('isBaseline')), None)
-  result = tfma.load_eval_result(uri, model_name=name if len(models) > 1 else None)
+  return tfma.load_eval_result(uri, model_name=name if len(models) > 1 else None)
+
+
+def evaluation_metrics(uri: str) -> Dict[str, Dict[str, float]]:
+  """{slice name: {metric: value}} for the candidate model."""
+  result = load_candidate_result(uri)
   slices = {}
   for slice_key, by_output in result.slicing_metrics:
     values = {}
@@ -219,9 +224,23 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
     summary['evaluation'] = evaluation.uri
 
   blessing = outputs.artifact('Evaluator', 'blessing')
-  summary['blessed'] = _int_property(blessing, 'blessed') == 1
-  if blessing is not None and not summary['blessed'] and evaluation is not None:
+  # The RobustnessGate's blessing is the final one (TFMA gate AND robustness bar); the Pusher
+  # reads it. Older runs without the gate fall back to the Evaluator's.
+  final_blessing = outputs.artifact('RobustnessGate', 'blessing') or blessing
+  summary['blessed'] = _int_property(final_blessing, 'blessed') == 1
+  if (blessing is not None and _int_property(blessing, 'blessed') != 1
+      and evaluation is not None):
     summary['not_blessed_because'] = validation_failures(evaluation.uri)
+  robustness_artifact = outputs.artifact('RobustnessGate', 'robustness')
+  if robustness_artifact is not None:
+    from components import robustness  # pylint: disable=g-import-not-at-top
+    result = robustness.read(robustness_artifact.uri)
+    summary['robustness'] = {name: {k: m[k] for k in ('accuracy', 'precision', 'recall', 'auc',
+                                                      'flip_rate')}
+                             for name, m in result['perturbations'].items()}
+    summary['robustness_worst'] = result['worst']
+    summary['min_robust_accuracy'] = result['min_accuracy']
+    summary['not_blessed_because'] += result['failures']
 
   pushed = outputs.artifact('Pusher', 'pushed_model')
   if _int_property(pushed, 'pushed') == 1:
@@ -263,6 +282,12 @@ def render(summary: Dict[str, Any]) -> str:
                       if name in metrics)
     lines.append(f"{summary['eval_split']} split ({int(metrics.get('example_count', 0))} "
                  f'images never seen in training): {shown}')
+  if summary.get('robustness'):
+    worst = summary['robustness_worst']
+    bar = summary.get('min_robust_accuracy') or 0
+    lines.append(f"under perturbation: worst {worst}, accuracy "
+                 f"{summary['robustness'][worst]['accuracy']:.4f} "
+                 + (f'(bar {bar:g})' if bar else '(no bar; `fakedetect inspect` shows all)'))
   if summary.get('threshold') is not None:
     lines.append(f"decision threshold: {summary['threshold']:.4f} (chosen on the eval split)")
   if summary['blessed']:

@@ -58,8 +58,8 @@ def run(root, name):
   record = {'name': name, 'output': str(output), 'stdout': result.stdout, 'summary': summary,
             'robustness': max((os.path.join(robustness_dir, d) for d in os.listdir(robustness_dir)),
                               key=lambda p: int(os.path.basename(p)))}
-  if name == 'good':  # its card, written while it is the folder's latest (pushed) run
-    from pipeline import model_card  # pylint: disable=g-import-not-at-top
-    record['model_card'] = model_card.write_for_run(str(output))
+  if name == 'good':  # `run` writes the card of the model it pushed beside it
+    record['model_card'] = os.path.join(summary['pushed_model'], 'assets.extra', 'model_card.md')
+    assert os.path.isfile(record['model_card']), result.stdout
   marker.write_text(json.dumps(record))
   return record
