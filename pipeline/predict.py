@@ -66,6 +66,10 @@ def check_image(data: bytes, limits: Limits) -> Optional[str]:
     return 'empty file'
   if len(data) > limits.max_bytes:
     return f'file too large: {len(data):,} bytes > limit {limits.max_bytes:,}'
+  # Other code in the process (ingestion) may have lowered Pillow's global bomb guard; only the
+  # header is read here, so our own limit decides, whatever that global says.
+  saved_guard = Image.MAX_IMAGE_PIXELS
+  Image.MAX_IMAGE_PIXELS = max(saved_guard or 0, limits.max_pixels)
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', Image.DecompressionBombWarning)
     try:
@@ -76,6 +80,8 @@ def check_image(data: bytes, limits: Limits) -> Optional[str]:
       return f'too many pixels: {count} > limit {limits.max_pixels:,}'
     except Exception:  # pylint: disable=broad-except  (TensorFlow has the last word below)
       width = height = 0
+    finally:
+      Image.MAX_IMAGE_PIXELS = saved_guard
   if width * height > limits.max_pixels:
     return (f'too many pixels: {width}x{height} = {width * height:,} > limit '
             f'{limits.max_pixels:,}')
