@@ -29,6 +29,10 @@ REAL, FAKE = 0, 1
 CHANNELS = 3
 DEFAULT_IMAGE_SIZE = 32
 
+# Limits on untrusted images, shared by ingestion, predict and the serving signature.
+MAX_IMAGE_BYTES = 32 * 2**20  # encoded file size
+MAX_IMAGE_PIXELS = 50_000_000  # declared width x height: decompression bombs stop here
+
 
 def size_bucket(height: int, width: int) -> str:
   """Buckets by the longer side so TFMA can slice by size."""

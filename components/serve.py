@@ -27,8 +27,8 @@ DECISION_KEY = 'is_fake'
 METADATA_FILE = os.path.join('assets.extra', 'fakedetect.json')
 KERAS_FILE = os.path.join('assets.extra', 'model.keras')  # the classifier, for Grad-CAM
 # Untrusted input: serving_default refuses a request holding an image over these, before decoding.
-MAX_IMAGE_BYTES = 32 * 2**20
-MAX_IMAGE_PIXELS = 50_000_000  # as ingestion's data.max_pixels default
+MAX_IMAGE_BYTES = features.MAX_IMAGE_BYTES
+MAX_IMAGE_PIXELS = features.MAX_IMAGE_PIXELS
 
 
 def declared_pixels(image_bytes: tf.Tensor) -> tf.Tensor:

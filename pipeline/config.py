@@ -19,7 +19,7 @@ class DataConfig:
   train_percent: int = 70
   eval_percent: int = 15
   test_percent: int = 15
-  max_pixels: int = 50_000_000  # decompression-bomb limit, per image
+  max_pixels: int = features.MAX_IMAGE_PIXELS  # decompression-bomb limit, per image
   schema_dir: str = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                  'schema')
   use_curated_schema: bool = True  # False: SchemaGen infers one (to start a new curated schema)

@@ -199,20 +199,10 @@ def render(inspection: Inspection) -> str:
 
 # -- Plots -----------------------------------------------------------------------------------
 
-def candidate_result(uri: str):
-  """The TFMA EvalResult of the candidate model (an evaluation with a baseline holds two)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
-  with tf.io.gfile.GFile(os.path.join(uri, 'eval_config.json')) as f:
-    specs = json.loads(f.read()).get('evalConfig', {}).get('modelSpecs', [{}])
-  name = next((m.get('name') for m in specs if not m.get('isBaseline')), None)
-  return tfma.load_eval_result(uri, model_name=name if len(specs) > 1 else None)
-
-
 def _overall_plots(uri: str) -> Dict[str, Any]:
   """{'matrices': [...], 'buckets': [...]} of the overall slice (zero fields are left out)."""
   found: Dict[str, Any] = {'matrices': [], 'buckets': []}
-  for slice_key, by_output in candidate_result(uri).plots:
+  for slice_key, by_output in summary_lib.load_candidate_result(uri).plots:
     if slice_key:
       continue
     for by_class in by_output.values():

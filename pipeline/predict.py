@@ -19,11 +19,10 @@ from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from components import features
-from pipeline import config as config_lib
 
 # Limits on untrusted input, checked before anything is decoded.
-DEFAULT_MAX_BYTES = 32 * 2**20  # encoded file size
-DEFAULT_MAX_PIXELS = config_lib.DataConfig.max_pixels  # decoded width x height, as ingestion
+DEFAULT_MAX_BYTES = features.MAX_IMAGE_BYTES  # encoded file size, as serving_default
+DEFAULT_MAX_PIXELS = features.MAX_IMAGE_PIXELS  # declared width x height, as ingestion
 FIELDS = ('path', 'fake_probability', 'label', 'uncertain', 'error')
 
 
