@@ -4,28 +4,13 @@ Written against Keras 3 (`import keras`), never `tf.keras`: TFT flips `tf.keras`
 imported, and keras-tuner only accepts Keras 3 models (see TFX-NOTES).
 """
 
+import dataclasses
 from typing import Any, Dict
 
 import keras
 
+from components import augment
 from components import features
-
-
-def augmentation(flip: bool, rotation: float, color_jitter: float) -> keras.Sequential:
-  """Random flips, small rotations and colour jitter, mapped over the training input only.
-
-  Kept out of the classifier so the exported model holds no augmentation state and evaluation
-  and serving can never augment.
-  """
-  layers = []
-  if flip:
-    layers.append(keras.layers.RandomFlip('horizontal_and_vertical'))
-  if rotation > 0:
-    layers.append(keras.layers.RandomRotation(rotation, fill_mode='reflect'))
-  if color_jitter > 0:
-    layers.append(keras.layers.RandomBrightness(color_jitter, value_range=(0.0, 1.0)))
-    layers.append(keras.layers.RandomContrast(color_jitter))
-  return keras.Sequential(layers, name='augmentation')
 
 
 def build(image_size: int, width: int = 32, depth: int = 3, dropout: float = 0.3,
@@ -61,15 +46,13 @@ def build(image_size: int, width: int = 32, depth: int = 3, dropout: float = 0.3
   return model
 
 
-HPARAM_NAMES = ('learning_rate', 'width', 'depth', 'dropout', 'flip', 'rotation', 'color_jitter')
+# Model hyperparameters, then the augmentation strengths (components/augment.py): the values the
+# Tuner may search and the Trainer reads from its config.
+HPARAM_NAMES = ('learning_rate', 'width', 'depth', 'dropout') + tuple(
+    field.name for field in dataclasses.fields(augment.Strengths))
 
 
 def build_from_hparams(image_size: int, hparams: Dict[str, Any]) -> keras.Model:
   """Builds from a dict holding HPARAM_NAMES (the TrainConfig or the Tuner's best values)."""
   return build(image_size, width=int(hparams['width']), depth=int(hparams['depth']),
                dropout=float(hparams['dropout']), learning_rate=float(hparams['learning_rate']))
-
-
-def augmentation_from_hparams(hparams: Dict[str, Any]) -> keras.Sequential:
-  return augmentation(bool(hparams['flip']), float(hparams['rotation']),
-                      float(hparams['color_jitter']))

@@ -19,6 +19,7 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
+from components import augment
 from components import features
 from components import model as model_lib
 from components import serve
@@ -49,11 +50,10 @@ def _dataset(files: List[str], data_accessor, tf_transform_output: tft.TFTransfo
 
 def augmented(dataset: tf.data.Dataset, hparams: Dict[str, Any]) -> tf.data.Dataset:
   """The training input with augmentation; evaluation and serving never pass through here."""
-  augment = model_lib.augmentation_from_hparams(hparams)
-  if not augment.layers:
+  apply = augment.augmenter(augment.Strengths.from_hparams(hparams))
+  if apply is None:
     return dataset
-  return dataset.map(lambda x, y: (tf.clip_by_value(augment(x, training=True), 0.0, 1.0), y),
-                     num_parallel_calls=tf.data.AUTOTUNE)
+  return dataset.map(lambda x, y: (apply(x), y), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 class _BatchCounter(keras.callbacks.Callback):
@@ -209,15 +209,19 @@ class _HyperModel(keras_tuner.HyperModel):
     self._train_config = train_config
 
   def _values(self, hp: keras_tuner.HyperParameters) -> Dict[str, Any]:
-    return {
+    # Searched: the model's knobs and how hard augmentation pushes; the rest as configured.
+    values = {name: self._train_config[name] for name in model_lib.HPARAM_NAMES}
+    values.update({
         'learning_rate': hp.Float('learning_rate', 1e-3, 1e-2, sampling='log'),
         'width': hp.Choice('width', [16, 32, 48]),
         'depth': hp.Int('depth', 2, 4),
         'dropout': hp.Float('dropout', 0.1, 0.5, step=0.1),
-        'flip': self._train_config['flip'],
         'rotation': hp.Choice('rotation', [0.0, 0.02, 0.05]),
         'color_jitter': hp.Choice('color_jitter', [0.0, 0.1, 0.2]),
-    }
+        'jpeg_fraction': hp.Choice('jpeg_fraction', [0.0, 0.2, 0.4]),
+        'blur_fraction': hp.Choice('blur_fraction', [0.0, 0.1, 0.2]),
+    })
+    return values
 
   def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
     return model_lib.build_from_hparams(self._image_size, self._values(hp))

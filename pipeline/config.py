@@ -42,11 +42,17 @@ class TrainConfig:
   depth: int = 3  # conv blocks
   dropout: float = 0.3
   early_stopping_patience: int = 8
-  # Augmentation, training input only.
+  # Augmentation, training input only (components/augment.py).
   flip: bool = True
   # Fraction of a full turn. Off by default: resampling blurs the pixel-level traces of generators.
   rotation: float = 0.0
   color_jitter: float = 0.1
+  # The forensic recipe: a share of images re-compressed as JPEG (quality from min to 100) and a
+  # share blurred (sigma up to max), so uploads that re-encode or soften do not fool the model.
+  jpeg_fraction: float = 0.2
+  jpeg_min_quality: int = 60
+  blur_fraction: float = 0.1
+  blur_max_sigma: float = 1.0
   # Decision threshold chosen on the eval split: 'f1' or 'balanced_accuracy'.
   threshold_metric: str = 'f1'
   # Fault injection for testing the quality gate: train on shuffled labels.
@@ -175,6 +181,14 @@ def validate(config: PipelineConfig) -> Optional[str]:
     return f'image.size={config.image.size} is outside 8..1024.'
   if config.train.threshold_metric not in ('f1', 'balanced_accuracy'):
     return "train.threshold_metric must be 'f1' or 'balanced_accuracy'."
+  train = config.train
+  for name in ('jpeg_fraction', 'blur_fraction', 'color_jitter', 'rotation'):
+    if not 0 <= getattr(train, name) <= 1:
+      return f'train.{name}={getattr(train, name)} is outside 0..1.'
+  if not 1 <= train.jpeg_min_quality <= 99:
+    return f'train.jpeg_min_quality={train.jpeg_min_quality} is outside 1..99.'
+  if not 0.2 <= train.blur_max_sigma <= 3:
+    return f'train.blur_max_sigma={train.blur_max_sigma} is outside 0.2..3 (pixels).'
   if config.gate.eval_split == 'test' and split.test_percent == 0:
     return 'gate.eval_split is test but data.test_percent is 0: give the test split a share.'
   return None

@@ -13,7 +13,7 @@ from tests.conftest import encode_image, random_image
 MODEL_NAME = 'fakedetect'
 IMAGE_SIZE = 16
 HPARAMS = {'learning_rate': 3e-3, 'width': 4, 'depth': 2, 'dropout': 0.1, 'flip': False,
-           'rotation': 0.0, 'color_jitter': 0.0}
+           'rotation': 0.0, 'color_jitter': 0.0, 'jpeg_fraction': 0.0, 'blur_fraction': 0.0}
 # Two pushes: (version, threshold). The newer one is served unless a pin says otherwise.
 VERSIONS = ((1700000000, 0.37), (1700000100, 0.63))
 _CACHE = {}

@@ -1,0 +1,94 @@
+"""Training-input augmentation: geometry and colour, plus the forensic recipe.
+
+Only the Trainer's and the Tuner's training input passes through here; evaluation, threshold
+selection and serving never do, and the exported model holds no augmentation state.
+
+The forensic part teaches the detector not to lean on traces that a platform erases on upload:
+a fraction of images is re-compressed as JPEG at a random quality, and a fraction is blurred by a
+Gaussian of random width, so a re-encoded or softened fake still reads as fake.
+"""
+
+import dataclasses
+from typing import Any, Dict
+
+import keras
+import tensorflow as tf
+
+BLUR_KERNEL = 5  # taps; covers +-2 sigma up to sigma 1.0, the useful range at 32-256 px
+
+
+@dataclasses.dataclass(frozen=True)
+class Strengths:
+  """How hard each augmentation pushes; 0 (or False) turns one off."""
+  flip: bool = True
+  rotation: float = 0.0  # fraction of a full turn
+  color_jitter: float = 0.0  # brightness and contrast factor
+  jpeg_fraction: float = 0.0  # share of images re-compressed as JPEG
+  jpeg_min_quality: int = 60  # quality drawn uniformly from [this, 100)
+  blur_fraction: float = 0.0  # share of images blurred
+  blur_max_sigma: float = 1.0  # sigma drawn uniformly from [0.2, this]
+
+  @classmethod
+  def from_hparams(cls, hparams: Dict[str, Any]) -> 'Strengths':
+    """The fields present in `hparams` (TrainConfig values, or the Tuner's best), typed."""
+    values = {}
+    for field in dataclasses.fields(cls):
+      if field.name in hparams:
+        values[field.name] = type(field.default)(hparams[field.name])
+    return cls(**values)
+
+
+def _geometry_and_colour(strengths: Strengths) -> keras.Sequential:
+  layers = []
+  if strengths.flip:
+    layers.append(keras.layers.RandomFlip('horizontal_and_vertical'))
+  if strengths.rotation > 0:
+    layers.append(keras.layers.RandomRotation(strengths.rotation, fill_mode='reflect'))
+  if strengths.color_jitter > 0:
+    layers.append(keras.layers.RandomBrightness(strengths.color_jitter, value_range=(0.0, 1.0)))
+    layers.append(keras.layers.RandomContrast(strengths.color_jitter))
+  return keras.Sequential(layers, name='augmentation')
+
+
+def _random_jpeg(image: tf.Tensor, min_quality: int) -> tf.Tensor:
+  quality = tf.random.uniform([], min_quality, 100, dtype=tf.int32)
+  return tf.image.adjust_jpeg_quality(image, quality)
+
+
+def _random_blur(image: tf.Tensor, max_sigma: float) -> tf.Tensor:
+  sigma = tf.random.uniform([], 0.2, max(max_sigma, 0.2))
+  taps = tf.range(BLUR_KERNEL, dtype=tf.float32) - (BLUR_KERNEL - 1) / 2
+  weights = tf.exp(-0.5 * tf.square(taps / sigma))
+  weights /= tf.reduce_sum(weights)
+  kernel = tf.tile((weights[:, None] * weights[None, :])[:, :, None, None],
+                   [1, 1, tf.shape(image)[-1], 1])
+  padded = tf.pad(image[None], [[0, 0], [2, 2], [2, 2], [0, 0]], mode='REFLECT')
+  return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], 'VALID')[0]
+
+
+def _some(images: tf.Tensor, fraction: float, transform) -> tf.Tensor:
+  """Applies `transform` to each image with probability `fraction` (images in [0, 1])."""
+  def one(image):
+    return tf.cond(tf.random.uniform([]) < fraction, lambda: transform(image), lambda: image)
+  return tf.map_fn(one, images)
+
+
+def augmenter(strengths: Strengths):
+  """A function on a batch of float images in [0, 1] -> the augmented batch, still in [0, 1];
+  None when every augmentation is off."""
+  geometry = _geometry_and_colour(strengths)
+  if not geometry.layers and strengths.jpeg_fraction <= 0 and strengths.blur_fraction <= 0:
+    return None
+
+  def apply(images: tf.Tensor) -> tf.Tensor:
+    if strengths.jpeg_fraction > 0:
+      images = _some(images, strengths.jpeg_fraction,
+                     lambda image: _random_jpeg(image, strengths.jpeg_min_quality))
+    if strengths.blur_fraction > 0:
+      images = _some(images, strengths.blur_fraction,
+                     lambda image: _random_blur(image, strengths.blur_max_sigma))
+    if geometry.layers:
+      images = geometry(images, training=True)
+    return tf.clip_by_value(images, 0.0, 1.0)
+
+  return apply
