@@ -42,6 +42,9 @@ class TrainConfig:
   depth: int = 3  # conv blocks
   dropout: float = 0.3
   early_stopping_patience: int = 8
+  # 'cosine': the learning rate falls from learning_rate along a half cosine over `epochs`;
+  # 'constant': it stays at learning_rate.
+  lr_schedule: str = 'cosine'
   # Augmentation, training input only (components/augment.py).
   flip: bool = True
   # Fraction of a full turn. Off by default: resampling blurs the pixel-level traces of generators.
@@ -182,6 +185,8 @@ def validate(config: PipelineConfig) -> Optional[str]:
   if config.train.threshold_metric not in ('f1', 'balanced_accuracy'):
     return "train.threshold_metric must be 'f1' or 'balanced_accuracy'."
   train = config.train
+  if train.lr_schedule not in ('cosine', 'constant'):
+    return "train.lr_schedule must be 'cosine' or 'constant'."
   for name in ('jpeg_fraction', 'blur_fraction', 'color_jitter', 'rotation'):
     if not 0 <= getattr(train, name) <= 1:
       return f'train.{name}={getattr(train, name)} is outside 0..1.'

@@ -138,3 +138,13 @@ def test_rest_request_body_decoded_as_tf_serving_does(exported):
   np.testing.assert_array_equal(out['fake_probability'].numpy(),
                                 direct['fake_probability'].numpy())
   assert os.path.exists(os.path.join(export_dir, 'saved_model.pb'))
+
+
+def test_cosine_schedule_falls_from_peak_to_floor_monotonically():
+  from components import train
+  rate = train.cosine_schedule(5e-3, epochs=10, floor=0.02)
+  rates = [rate(epoch) for epoch in range(10)]
+  assert rates[0] == pytest.approx(5e-3)
+  assert rates[-1] == pytest.approx(5e-3 * 0.02)
+  assert all(a > b for a, b in zip(rates, rates[1:]))
+  assert rates[5] == pytest.approx(5e-3 * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * 5 / 9))))
