@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/cifake.py                      # all 100k images
     .venv/bin/python benchmarks/cifake.py --limit 2000 --epochs 2   # a quick look
+    .venv/bin/python benchmarks/cifake.py --skip-plain; ... --reuse-run  # the two sides apart
 
 The pipeline carves eval and test out of train by content hash (CIFAKE's official test split is
 held back for independent checking) and reports accuracy, precision, recall, F1 and AUC on its
@@ -20,6 +21,7 @@ import tarfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WALL_FILE = 'benchmark_wall.json'
 DEFAULT_ARCHIVE = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'cifake-train.tar.gz')
 
 
@@ -63,17 +65,39 @@ def run_pipeline(data: str, output: str, settings) -> dict:
   subprocess.run(command, check=True, cwd=REPO)
   summary = json.load(open(os.path.join(output, 'summary.json')))
   summary['wall_seconds'] = time.monotonic() - started
+  with open(os.path.join(output, WALL_FILE), 'w') as f:
+    json.dump({'wall_seconds': summary['wall_seconds'], 'settings': list(settings)}, f)
+  return summary
+
+
+def reuse_run(output: str, settings) -> dict:
+  """The summary of an earlier benchmark run with the same settings, or None."""
+  try:
+    with open(os.path.join(output, WALL_FILE)) as f:
+      wall = json.load(f)
+    with open(os.path.join(output, 'summary.json')) as f:
+      summary = json.load(f)
+  except OSError:
+    return None
+  if wall['settings'] != list(settings):
+    return None
+  summary['wall_seconds'] = wall['wall_seconds']
+  print(f'Reusing the pipeline run in {output} (--reuse-run).', flush=True)
   return summary
 
 
 def run_plain_keras(data: str, image_size: int, hparams: dict, batch_size: int,
-                    epochs: int) -> dict:
+                    epochs: int, scheduled_epochs: int, lr_schedule: str) -> dict:
   """The baseline a user would write by hand: same model and epochs, no pipeline."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  import warnings  # pylint: disable=g-import-not-at-top
+  warnings.filterwarnings('ignore', category=FutureWarning)  # google-api-core on Python 3.10
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
+  from components import augment  # pylint: disable=g-import-not-at-top
   from components import model as model_lib  # pylint: disable=g-import-not-at-top
+  from components import train as train_lib  # pylint: disable=g-import-not-at-top
 
   started = time.monotonic()
   train, val = keras.utils.image_dataset_from_directory(
@@ -81,12 +105,21 @@ def run_plain_keras(data: str, image_size: int, hparams: dict, batch_size: int,
       class_names=['REAL', 'FAKE'], image_size=(image_size, image_size), batch_size=batch_size,
       validation_split=0.15, subset='both', seed=0)
   scale = lambda x, y: (tf.cast(x, tf.float32) / 255.0, y)
-  train = train.map(scale).prefetch(tf.data.AUTOTUNE)
+  train = train.map(scale)
+  # The same training recipe as the Trainer: its augmentation and learning-rate schedule.
+  apply = augment.augmenter(augment.Strengths.from_hparams(hparams))
+  if apply is not None:
+    train = train.map(lambda x, y: (apply(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+  train = train.prefetch(tf.data.AUTOTUNE)
   val = val.map(scale).prefetch(tf.data.AUTOTUNE)
   keras.utils.set_random_seed(0)
   model = model_lib.build_from_hparams(image_size, hparams)
+  callbacks = []
+  if lr_schedule == 'cosine':
+    callbacks.append(keras.callbacks.LearningRateScheduler(
+        train_lib.cosine_schedule(float(hparams['learning_rate']), scheduled_epochs)))
   fit_started = time.monotonic()
-  model.fit(train, validation_data=val, epochs=epochs, verbose=2)
+  model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=2)
   fit_seconds = time.monotonic() - fit_started
   results = model.evaluate(val, return_dict=True, verbose=0)
   return {'wall_seconds': time.monotonic() - started, 'fit_seconds': fit_seconds,
@@ -103,6 +136,9 @@ def main() -> None:
   parser.add_argument('--set', dest='settings', action='append', default=[],
                       help='extra pipeline settings, section.field=value')
   parser.add_argument('--skip-plain', action='store_true', help='only run the pipeline')
+  parser.add_argument('--reuse-run', action='store_true',
+                      help='take the pipeline side from an earlier run with the same settings '
+                      '(e.g. after --skip-plain) and run only the plain script')
   args = parser.parse_args()
 
   os.makedirs(args.workdir, exist_ok=True)
@@ -113,7 +149,9 @@ def main() -> None:
   if args.epochs:
     settings.append(f'train.epochs={args.epochs}')
   output = os.path.join(args.workdir, f'run-{args.limit or "all"}')
-  summary = run_pipeline(data, output, settings + ['enable_cache=false'])
+  settings.append('enable_cache=false')
+  summary = (args.reuse_run and reuse_run(output, settings)) or run_pipeline(data, output,
+                                                                             settings)
 
   metrics = summary['metrics']
   print('\n== CIFAKE, pipeline (held-out test split carved from train) ==')
@@ -130,12 +168,11 @@ def main() -> None:
 
   if args.skip_plain:
     return
-  config_hparams = summary['hyperparameters']
-  batch_size = 32
-  for setting in settings:
-    if setting.startswith('train.batch_size='):
-      batch_size = int(setting.split('=', 1)[1])
-  plain = run_plain_keras(data, 32, config_hparams, batch_size, summary['epochs_run'])
+  sys.path.insert(0, REPO)
+  from pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
+  train = config_lib.PipelineConfig().with_overrides(settings).train  # what the Trainer used
+  plain = run_plain_keras(data, 32, summary['hyperparameters'], train.batch_size,
+                          summary['epochs_run'], train.epochs, train.lr_schedule)
   print('\n== same model, plain Keras script (image_dataset_from_directory + fit) ==')
   print(f"val accuracy {plain['val_accuracy']:.4f}, val AUC {plain['val_auc']:.4f}, "
         f"fit {plain['fit_seconds']:.0f} s, total {plain['wall_seconds']:.0f} s")
