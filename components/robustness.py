@@ -39,7 +39,7 @@ BLESSED_FILE, NOT_BLESSED_FILE = 'BLESSED', 'NOT_BLESSED'
 
 class Robustness(artifact_lib.Artifact):
   """robustness.json: metrics per perturbation and the robustness verdict."""
-  TYPE_NAME = 'FakedetectRobustness'
+  TYPE_NAME = 'components.Robustness'  # KFP v2 loads a custom type by this <module>.<Class>
 
 
 def read_examples(examples_uri: str, split: str) -> List[Dict[str, Any]]:

@@ -525,7 +525,7 @@ def test_cifake_pipeline_keeps_test_and_carves_eval_from_train(tmp_path):
   store = metadata_store.MetadataStore(
       tfx.orchestration.metadata.sqlite_metadata_connection_config(db))
   [examples_proto] = store.get_artifacts_by_type('Examples')
-  [report_proto] = store.get_artifacts_by_type('IngestReport')
+  [report_proto] = store.get_artifacts_by_type('components.IngestReport')
   props = examples_proto.custom_properties
   assert props['span'].int_value == 0 and 'version' not in props
   assert props['input_fingerprint'].string_value.startswith(f'data_dir:{data},num_files:47,')

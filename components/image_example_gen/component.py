@@ -26,7 +26,8 @@ class IngestReport(types.Artifact):
   Custom properties `files_found`, `ingested`, `quarantined` and `warnings` (ints) make the totals
   queryable in ML Metadata without opening the file.
   """
-  TYPE_NAME = 'IngestReport'
+  # KFP v2 loads a custom type by this name in its containers: <module>.<Class>, one dot.
+  TYPE_NAME = 'components.IngestReport'
 
 
 class ImageExampleGenSpec(types.ComponentSpec):
