@@ -21,6 +21,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from components import augment
+from components import distribute
 from components import features
 from components import model as model_lib
 from components import serve
@@ -75,22 +76,6 @@ def _hparams(fn_args: tfx.components.FnArgs) -> Dict[str, Any]:
     hparams.update({k: v for k, v in best.items() if k in hparams})
     logging.info('Using the Tuner\'s best hyperparameters: %s', best)
   return hparams
-
-
-def distribution_strategy() -> tf.distribute.Strategy:
-  """MirroredStrategy over several GPUs, mixed precision on GPU, every core on CPU."""
-  gpus = tf.config.list_physical_devices('GPU')
-  if gpus:
-    keras.mixed_precision.set_global_policy('mixed_float16')
-  if len(gpus) > 1:
-    strategy = tf.distribute.MirroredStrategy()
-  else:
-    strategy = tf.distribute.get_strategy()
-  # TF's default thread pools (0 = one per core) already use every CPU core.
-  logging.info('Training on %s (%d GPU(s) visible, %d CPU cores, strategy %s).',
-               'GPU' if gpus else 'CPU', len(gpus), os.cpu_count() or 1,
-               type(strategy).__name__)
-  return strategy
 
 
 def cosine_schedule(peak: float, epochs: int, floor: float = 0.02):
@@ -156,6 +141,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   """Trains with early stopping, picks the decision threshold on eval, exports for serving."""
   config = fn_args.custom_config
   train_config = config['train']
+  strategy = distribute.strategy(train_config['strategy'])  # before any TF work
   image_size = int(config['image_size'])
   keras.utils.set_random_seed(int(train_config['seed']))
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
@@ -167,7 +153,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                       batch_size, shuffle=False, seed=0)
 
   hparams = _hparams(fn_args)
-  with distribution_strategy().scope():
+  with strategy.scope():
     model = model_lib.build_from_hparams(image_size, hparams)
   model.summary(print_fn=logging.info)
 

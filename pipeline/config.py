@@ -9,6 +9,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from components import distribute
 from components import features
 
 
@@ -61,6 +62,8 @@ class TrainConfig:
   # Fault injection for testing the quality gate: train on shuffled labels.
   shuffle_labels: bool = False
   seed: int = 0
+  # tf.distribute strategy (components/distribute.py): auto, one-device, mirrored, multi-worker.
+  strategy: str = 'auto'
 
 
 @dataclasses.dataclass
@@ -196,4 +199,7 @@ def validate(config: PipelineConfig) -> Optional[str]:
     return f'train.blur_max_sigma={train.blur_max_sigma} is outside 0.2..3 (pixels).'
   if config.gate.eval_split == 'test' and split.test_percent == 0:
     return 'gate.eval_split is test but data.test_percent is 0: give the test split a share.'
+  if config.train.strategy not in distribute.STRATEGIES:
+    return (f'train.strategy={config.train.strategy!r} is not one of '
+            f'{", ".join(distribute.STRATEGIES)}.')
   return None

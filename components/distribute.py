@@ -1,0 +1,99 @@
+"""The Trainer's tf.distribute strategy, chosen by `train.strategy`.
+
+  auto          MirroredStrategy over the GPUs when there are several, else the default strategy
+                (one device; TF's thread pools already use every CPU core)
+  one-device    OneDeviceStrategy on the first GPU, else on the CPU
+  mirrored      MirroredStrategy: synchronous data parallelism over every local GPU (the CPU
+                when there is none)
+  multi-worker  MultiWorkerMirroredStrategy: the same across machines; the cluster and this
+                worker's role come from TF_CONFIG, which the platform (Vertex AI custom
+                training, a Kubeflow TFJob) sets on every worker
+
+Mixed precision (float16 compute) is switched on whenever a GPU is visible. TensorFlow is
+imported on use: the config imports STRATEGIES when the CLI starts and must not pay for it.
+"""
+
+import json
+import os
+from typing import Any, Dict, Optional
+
+from absl import logging
+
+STRATEGIES = ('auto', 'one-device', 'mirrored', 'multi-worker')
+TF_CONFIG = 'TF_CONFIG'
+_TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
+                      '"task": {"type": "worker", "index": 0}}')
+
+
+class StrategyError(ValueError):
+  """A strategy that cannot be built here; the message says what to change."""
+
+
+def parse_tf_config(raw: Optional[str]) -> Dict[str, Any]:
+  """TF_CONFIG as a dict, checked: TensorFlow's own errors on a bad one are cryptic or hangs."""
+  if not raw:
+    raise StrategyError(
+        f'train.strategy=multi-worker needs {TF_CONFIG}: the cluster and this worker\'s role, '
+        f'set on every worker, e.g. {TF_CONFIG}=\'{_TF_CONFIG_EXAMPLE}\'. Without several '
+        'machines, use train.strategy=mirrored or auto.')
+  try:
+    config = json.loads(raw)
+  except ValueError as e:
+    raise StrategyError(f'{TF_CONFIG} is not JSON ({e}); expected e.g. '
+                        f'{_TF_CONFIG_EXAMPLE}') from None
+  cluster = config.get('cluster') if isinstance(config, dict) else None
+  if not isinstance(cluster, dict) or not cluster or not all(
+      isinstance(hosts, list) and hosts and all(isinstance(h, str) and ':' in h for h in hosts)
+      for hosts in cluster.values()):
+    raise StrategyError(f'{TF_CONFIG} needs "cluster": {{job: ["host:port", ...]}}, got '
+                        f'{raw}; e.g. {_TF_CONFIG_EXAMPLE}')
+  task = config.get('task')
+  if not isinstance(task, dict) or task.get('type') not in cluster:
+    raise StrategyError(f'{TF_CONFIG} "task" must name this worker\'s job, one of '
+                        f'{sorted(cluster)}, e.g. {{"type": "worker", "index": 0}}; got {task}.')
+  index = task.get('index')
+  if not isinstance(index, int) or not 0 <= index < len(cluster[task['type']]):
+    raise StrategyError(f'{TF_CONFIG} task index {index!r} is not a position in '
+                        f'cluster[{task["type"]!r}] ({len(cluster[task["type"]])} hosts).')
+  return config
+
+
+def strategy(name: str):
+  """The tf.distribute.Strategy for `name`, to build and compile the model under its scope.
+
+  Call it before any other TensorFlow work in the process: MultiWorkerMirroredStrategy has to
+  configure the runtime's collective ops before the runtime starts.
+  """
+  if name not in STRATEGIES:
+    raise StrategyError(f'Unknown train.strategy {name!r}; one of {", ".join(STRATEGIES)}.')
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  result = _multi_worker() if name == 'multi-worker' else None  # before anything starts TF
+  gpus = tf.config.list_physical_devices('GPU')
+  if result is None and (name == 'mirrored' or (name == 'auto' and len(gpus) > 1)):
+    result = tf.distribute.MirroredStrategy()
+  elif result is None and name == 'one-device':
+    result = tf.distribute.OneDeviceStrategy('/gpu:0' if gpus else '/cpu:0')
+  elif result is None:
+    result = tf.distribute.get_strategy()
+  if gpus:
+    keras.mixed_precision.set_global_policy('mixed_float16')
+  logging.info('Training on %s (%d GPU(s) visible, %d CPU cores): train.strategy=%s, %s with %d '
+               'replica(s) in sync.', 'GPU' if gpus else 'CPU', len(gpus), os.cpu_count() or 1,
+               name, type(result).__name__, result.num_replicas_in_sync)
+  return result
+
+
+def _multi_worker():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  parse_tf_config(os.environ.get(TF_CONFIG))
+  try:
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  except RuntimeError as e:
+    if 'program startup' not in str(e):
+      raise
+    raise StrategyError(
+        'train.strategy=multi-worker needs a process of its own per worker, started with '
+        f'{TF_CONFIG} (the Trainer on Vertex AI or Kubeflow, one replica per worker); here '
+        'TensorFlow was already running (a local run executes every component in one '
+        'process). Use train.strategy=mirrored or auto locally.') from None
