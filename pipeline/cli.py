@@ -77,13 +77,18 @@ def demo_data(out_dir: str, per_class: int, seed: int, no_broken: bool) -> None:
              f' to {os.path.abspath(out_dir)}')
 
 
-def _build_config(data: str, output: str, settings, no_cache: bool, tune: bool
-                  ) -> config_lib.PipelineConfig:
+def _build_config(data: str, output: str, settings, no_cache: bool, tune: bool,
+                  runner_profile=None, workers=None) -> config_lib.PipelineConfig:
   config = config_lib.PipelineConfig(output_dir=output, enable_cache=not no_cache)
   config.data.data_dir = data
   config.tuner.enabled = tune
+  settings = list(settings)  # --runner and --workers are shorthands, and win over --set
+  if runner_profile:
+    settings.append(f'runner.profile={runner_profile}')
+  if workers is not None:
+    settings.append(f'runner.workers={workers}')
   try:
-    config = config.with_overrides(list(settings))
+    config = config.with_overrides(settings)
   except config_lib.ConfigError as e:
     raise UserError(str(e)) from None
   problem = config_lib.validate(config)
@@ -92,17 +97,33 @@ def _build_config(data: str, output: str, settings, no_cache: bool, tune: bool
   return config
 
 
+def _pipeline_options(command):
+  """The settings `run` and `compile` share."""
+  options = [
+      click.option('--set', 'settings', multiple=True, metavar='SECTION.FIELD=VALUE',
+                   help='Override a config value, e.g. --set train.epochs=5 (repeatable).'),
+      click.option('--runner', 'runner_profile', type=click.Choice(config_lib.RUNNER_PROFILES),
+                   default=None, help='Where the Beam components run (runner.profile; default '
+                   'in-memory). dataflow, flink and spark need more: see the README.'),
+      click.option('--workers', type=click.IntRange(0), default=None,
+                   help='runner.workers: multi-processing worker processes (0 = one per '
+                   'core), Dataflow\'s max workers, Flink\'s parallelism.'),
+      click.option('--tune', is_flag=True, help='Run the keras-tuner search before training.'),
+      click.option('--no-cache', is_flag=True, help='Re-run every component even if cached.'),
+  ]
+  for option in reversed(options):
+    command = option(command)
+  return command
+
+
 @main.command()
-@click.option('--data', default=None, type=click.Path(file_okay=False),
-              help=f'Folder of labelled images. Default: the demo set in ./{DEFAULT_DEMO_DIR}, '
-              'generated when missing.')
+@click.option('--data', default=None,
+              help=f'Folder of labelled images (or a gs:// URI). Default: the demo set in '
+              f'./{DEFAULT_DEMO_DIR}, generated when missing.')
 @click.option('--output', default='outputs', show_default=True, type=click.Path(file_okay=False),
               help='Where the run keeps metadata, artifacts, logs, summary.json and serving_model/.')
-@click.option('--set', 'settings', multiple=True, metavar='SECTION.FIELD=VALUE',
-              help='Override a config value, e.g. --set train.epochs=5 (repeatable).')
-@click.option('--tune', is_flag=True, help='Run the keras-tuner search before training.')
-@click.option('--no-cache', is_flag=True, help='Re-run every component even if cached.')
-def run(data, output, settings, tune, no_cache) -> None:
+@_pipeline_options
+def run(data, output, settings, runner_profile, workers, tune, no_cache) -> None:
   """Run the whole pipeline: ingest, validate, transform, train, evaluate, push."""
   if data is None:
     data = DEFAULT_DEMO_DIR
@@ -110,24 +131,24 @@ def run(data, output, settings, tune, no_cache) -> None:
       click.echo(f'No --data given: generating the demo set in ./{data} first.', err=True)
       from components.datasets import demo  # pylint: disable=g-import-not-at-top
       demo.generate(data, progress=True)
-  if not os.path.isdir(data):
+  if not config_lib.is_remote(data) and not os.path.isdir(data):
     raise UserError(f'--data {data!r} is not a folder. Point it at a folder of labelled images '
                     '(e.g. real/ and fake/ sub-folders), or run `fakedetect demo-data` first.')
-  config = _build_config(data, output, settings, no_cache, tune)
+  config = _build_config(data, output, settings, no_cache, tune, runner_profile, workers)
   _check_layout(config.data.data_dir)
   os.makedirs(config.output_dir, exist_ok=True)
   log_path = _log_to_file(config.output_dir)
-  click.echo(f'Running pipeline {config.name!r} on {os.path.abspath(data)}; '
-             f'details in {log_path}', err=True)
+  click.echo(f'Running pipeline {config.name!r} on {config_lib.location(data)} '
+             f'({config_lib.describe_runner(config.runner)}); details in {log_path}', err=True)
 
-  from pipeline import runner  # pylint: disable=g-import-not-at-top
-  from pipeline import summary as summary_lib  # pylint: disable=g-import-not-at-top
   try:
-    with _stdout_to(log_path):
-      runner.run(config)
+    with _output_to(log_path) as console:
+      from pipeline import runner  # pylint: disable=g-import-not-at-top
+      runner.run(config, console=console)  # TensorFlow's import chatter goes to the log too
   except Exception as e:  # pylint: disable=broad-except
     message = _root_message(e)
     raise UserError(f'The pipeline failed: {message}\nFull log: {log_path}') from None
+  from pipeline import summary as summary_lib  # pylint: disable=g-import-not-at-top
   result = summary_lib.collect(config)
   summary_lib.write(result, config.summary_path)
   serving_root = os.path.dirname(config.serving_dir)
@@ -141,22 +162,66 @@ def run(data, output, settings, tune, no_cache) -> None:
   click.echo(f'summary: {config.summary_path}')
 
 
-@contextlib.contextmanager
-def _stdout_to(path: str):
-  """Sends stdout (TFX's wheel builds, Keras' epoch lines, subprocesses) to the log file.
+@main.command('compile')
+@click.option('--target', type=click.Choice([config_lib.KUBEFLOW_V2]),
+              default=config_lib.KUBEFLOW_V2, show_default=True,
+              help='The orchestrator to compile for.')
+@click.option('--output', default='pipeline.json', show_default=True,
+              type=click.Path(dir_okay=False),
+              help='.json: the PipelineJob Vertex AI Pipelines takes; .yaml: the PipelineSpec '
+              'the Kubeflow Pipelines client takes.')
+@click.option('--pipeline-root', default=config_lib.DEFAULT_KFP_ROOT, show_default=True,
+              help='Where the platform keeps artifacts (gs://... on Vertex AI); the pushed '
+              'model goes to <pipeline-root>/serving_model/.')
+@click.option('--data', default=None, help='The images, as the platform reads them. '
+              'Default: <pipeline-root>/data.')
+@click.option('--image', default=config_lib.DEFAULT_IMAGE, show_default=True,
+              help='Container image every component runs in: TFX 1.16 plus this project '
+              '(docker build -t IMAGE . with the Dockerfile here, pushed where the cluster pulls).')
+@_pipeline_options
+def compile_command(target, output, pipeline_root, data, image, settings, runner_profile,
+                    workers, tune, no_cache) -> None:
+  """Compile the pipeline for Kubeflow Pipelines v2 / Vertex AI Pipelines (offline)."""
+  del target  # one target for now; the option keeps the command stable when more come
+  if not config_lib.is_remote(pipeline_root):
+    raise UserError(f'--pipeline-root {pipeline_root!r} is not a URI: the platform\'s pods '
+                    'share no disk with this machine; give gs://BUCKET/PATH (or s3://, minio://).')
+  settings = [f'runner.pipeline_root={pipeline_root}'] + list(settings)
+  config = _build_config(data or f'{pipeline_root.rstrip("/")}/data', pipeline_root, settings,
+                         no_cache, tune, runner_profile, workers)
+  from pipeline import runner  # pylint: disable=g-import-not-at-top
+  try:
+    path = runner.compile_kubeflow_v2(config, output, image)
+  except runner.CompileError as e:
+    raise UserError(str(e)) from None
+  click.echo(f'Wrote {path}: pipeline {config.name!r}, image {image}, pipeline root '
+             f'{config.pipeline_root}, data {config.data.data_dir}, Beam '
+             f'{config_lib.describe_runner(config.runner)}.')
+  if pipeline_root == config_lib.DEFAULT_KFP_ROOT:
+    click.echo('Note: the pipeline root is a placeholder; compile again with --pipeline-root '
+               'gs://YOUR-BUCKET/PATH before submitting.', err=True)
 
-  Progress goes to stderr, so the console shows which component runs and nothing else.
-  """
+
+@contextlib.contextmanager
+def _output_to(path: str):
+  """Sends stdout and stderr, this process's and its children's (TFX's wheel builds, Keras' epoch
+  lines, Beam's worker processes), to the log file; yields the console for progress lines."""
   sys.stdout.flush()
-  saved = os.dup(1)
+  sys.stderr.flush()
+  saved = {fd: os.dup(fd) for fd in (1, 2)}
+  console = os.fdopen(os.dup(saved[2]), 'w', buffering=1, encoding='utf-8')
   with open(path, 'a', encoding='utf-8') as log:
-    os.dup2(log.fileno(), 1)
+    for fd in saved:
+      os.dup2(log.fileno(), fd)
     try:
-      yield
+      yield console
     finally:
       sys.stdout.flush()
-      os.dup2(saved, 1)
-      os.close(saved)
+      sys.stderr.flush()
+      for fd, copy in saved.items():
+        os.dup2(copy, fd)
+        os.close(copy)
+      console.close()
 
 
 def _check_layout(data_dir: str) -> None:

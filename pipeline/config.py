@@ -7,10 +7,13 @@ Every knob a user may turn lives here with its default; the CLI only fills these
 import dataclasses
 import json
 import os
+import posixpath
 from typing import Any, Dict, List, Optional
 
 from components import distribute
 from components import features
+
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclasses.dataclass
@@ -21,8 +24,7 @@ class DataConfig:
   eval_percent: int = 15
   test_percent: int = 15
   max_pixels: int = features.MAX_IMAGE_PIXELS  # decompression-bomb limit, per image
-  schema_dir: str = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                 'schema')
+  schema_dir: str = os.path.join(REPO_DIR, 'schema')
   use_curated_schema: bool = True  # False: SchemaGen infers one (to start a new curated schema)
 
   def split_ratios(self) -> Dict[str, int]:
@@ -96,34 +98,78 @@ class GateConfig:
   min_robust_accuracy: float = 0.0
 
 
+RUNNER_PROFILES = ('in-memory', 'multi-processing', 'dataflow', 'flink', 'spark')
+ENVIRONMENT_TYPES = ('DOCKER', 'PROCESS', 'EXTERNAL', 'LOOPBACK')
+# The components that run Beam; the others (Trainer, RobustnessGate, Pusher, ...) run in the
+# orchestrating process whatever the profile.
+BEAM_COMPONENTS = ('ImageExampleGen', 'StatisticsGen', 'Transform', 'Evaluator')
+# Ships this project (components.*, pipeline.*) to Beam workers outside this venv, the way Beam
+# packages a multi-file pipeline; TFX's own user-module wheel holds only the module's folder.
+SETUP_FILE = os.path.join(REPO_DIR, 'setup.py')
+IN_MEMORY_ARGS = ['--runner=DirectRunner', '--direct_running_mode=in_memory',
+                  '--direct_num_workers=1']
+# `fakedetect compile`: Kubeflow Pipelines v2 / Vertex AI.
+KUBEFLOW_V2 = 'kubeflow-v2'
+IMAGE_ROOT = '/fakedetect'  # where the Dockerfile puts this project in the image
+DEFAULT_IMAGE = 'fakedetect:0.1.0'
+DEFAULT_KFP_ROOT = 'gs://YOUR-BUCKET/fakedetect'  # a placeholder: compile says so
+
+
+@dataclasses.dataclass
+class RunnerConfig:
+  """Where the Beam components (BEAM_COMPONENTS) run; beam_pipeline_args() makes Beam's flags.
+
+  Orchestration stays with this process (BeamDagRunner, ML Metadata in SQLite) or moves to
+  Kubeflow / Vertex AI as a whole (`fakedetect compile`); the Trainer scales with train.strategy.
+  """
+  profile: str = 'in-memory'  # one of RUNNER_PROFILES
+  # multi-processing: worker processes (0 = one per core); dataflow: --max_num_workers;
+  # flink: --parallelism. 0 leaves it to the runner.
+  workers: int = 0
+  project: str = ''  # dataflow: GCP project
+  region: str = ''  # dataflow: e.g. us-central1
+  temp_location: str = ''  # dataflow: gs:// folder for staging and temp files
+  # dataflow: --sdk_container_image; flink/spark with DOCKER: the worker image
+  # (--environment_config). Default: Beam's SDK image, plus this project and TFX pip-installed.
+  sdk_container_image: str = ''
+  job_endpoint: str = ''  # flink/spark: the Beam job server, host:port
+  environment_type: str = 'DOCKER'  # flink/spark: where the SDK workers run (ENVIRONMENT_TYPES)
+  # Beam components kept on the in-memory direct runner under any other profile: for them,
+  # starting workers costs more than the work.
+  in_memory_components: List[str] = dataclasses.field(default_factory=list)
+  # Where artifacts go; '' = <output>/tfx. Remote workers need one they can reach (gs://...).
+  pipeline_root: str = ''
+  extra_args: List[str] = dataclasses.field(default_factory=list)  # more Beam flags, last wins
+
+
 @dataclasses.dataclass
 class PipelineConfig:
   name: str = 'fakedetect'
   model_name: str = 'fakedetect'
   output_dir: str = 'outputs'
   enable_cache: bool = True
-  beam_pipeline_args: List[str] = dataclasses.field(default_factory=list)
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   image: ImageConfig = dataclasses.field(default_factory=ImageConfig)
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
   tuner: TunerConfig = dataclasses.field(default_factory=TunerConfig)
   gate: GateConfig = dataclasses.field(default_factory=GateConfig)
+  runner: RunnerConfig = dataclasses.field(default_factory=RunnerConfig)
 
   @property
   def pipeline_root(self) -> str:
-    return os.path.join(os.path.abspath(self.output_dir), 'tfx')
+    return self.runner.pipeline_root or location(self.output_dir, 'tfx')
 
   @property
   def metadata_path(self) -> str:
-    return os.path.join(os.path.abspath(self.output_dir), 'metadata.sqlite')
+    return location(self.output_dir, 'metadata.sqlite')
 
   @property
   def serving_dir(self) -> str:
-    return os.path.join(os.path.abspath(self.output_dir), 'serving_model', self.model_name)
+    return location(self.output_dir, 'serving_model', self.model_name)
 
   @property
   def summary_path(self) -> str:
-    return os.path.join(os.path.abspath(self.output_dir), 'summary.json')
+    return location(self.output_dir, 'summary.json')
 
   def to_dict(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
@@ -141,6 +187,86 @@ class PipelineConfig:
 
 class ConfigError(ValueError):
   """A user's configuration is wrong; the message says how to fix it."""
+
+
+def is_remote(path: str) -> bool:
+  return '://' in path
+
+
+def location(base: str, *parts: str) -> str:
+  """base/parts: absolute for a local base, untouched for a URI (gs://...)."""
+  if is_remote(base):
+    return posixpath.join(base, *parts)
+  return os.path.join(os.path.abspath(base), *parts)
+
+
+def beam_pipeline_args(runner: RunnerConfig, setup_file: Optional[str] = None) -> List[str]:
+  """Beam's own flags for the runner profile (empty for in-memory: TFX's default direct runner).
+
+  `setup_file`: this project's setup.py where Beam is launched (default: this checkout's).
+  Raises ConfigError naming the `--set` a profile is missing.
+  """
+  profile = runner.profile
+  if profile == 'in-memory':
+    return list(runner.extra_args)
+  if profile == 'multi-processing':
+    args = ['--direct_running_mode=multi_processing', f'--direct_num_workers={runner.workers}']
+  elif profile == 'dataflow':
+    _require(runner, 'dataflow', 'project', 'region', 'temp_location')
+    args = ['--runner=DataflowRunner', f'--project={runner.project}',
+            f'--region={runner.region}', f'--temp_location={runner.temp_location}']
+    if runner.sdk_container_image:
+      args.append(f'--sdk_container_image={runner.sdk_container_image}')
+    if runner.workers:
+      args.append(f'--max_num_workers={runner.workers}')
+  else:  # flink, spark: Beam's portable runners, through the cluster's job server
+    _require(runner, profile, 'job_endpoint')
+    args = [f'--runner={profile.capitalize()}Runner', f'--job_endpoint={runner.job_endpoint}',
+            f'--environment_type={runner.environment_type}']
+    if runner.sdk_container_image and runner.environment_type == 'DOCKER':
+      args.append(f'--environment_config={runner.sdk_container_image}')
+    if runner.workers and profile == 'flink':
+      args.append(f'--parallelism={runner.workers}')
+  # Workers import components.* (ExampleGen DoFns, user modules). The direct runner's workers
+  # share this venv and ignore it; it also stops TFX from building an unused sdist of itself.
+  setup_file = setup_file or (SETUP_FILE if os.path.isfile(SETUP_FILE) else None)
+  if setup_file:
+    args.append(f'--setup_file={setup_file}')
+  return args + list(runner.extra_args)
+
+
+def describe_runner(runner: RunnerConfig) -> str:
+  """E.g. 'multi-processing direct runner, 2 workers; in memory: StatisticsGen'."""
+  if runner.profile == 'in-memory':
+    return 'in-memory direct runner'
+  if runner.profile == 'multi-processing':
+    text = (f'multi-processing direct runner, '
+            f'{runner.workers or "one per core"} worker{"s" if runner.workers != 1 else ""}')
+  elif runner.profile == 'dataflow':
+    text = f'Dataflow in {runner.project}/{runner.region}'
+  else:
+    text = f'{runner.profile.capitalize()} at {runner.job_endpoint} ({runner.environment_type})'
+  if runner.in_memory_components:
+    text += f'; in memory: {", ".join(runner.in_memory_components)}'
+  return text
+
+
+def component_beam_args(runner: RunnerConfig, component_id: str) -> List[str]:
+  """Flags appended to one component's (they win over the pipeline's): in-memory overrides."""
+  if runner.profile != 'in-memory' and component_id in runner.in_memory_components:
+    return list(IN_MEMORY_ARGS)
+  return []
+
+
+_EXAMPLES = {'project': 'PROJECT', 'region': 'us-central1', 'temp_location': 'gs://BUCKET/tmp',
+             'job_endpoint': 'HOST:8099'}
+
+
+def _require(runner: RunnerConfig, profile: str, *names: str) -> None:
+  missing = [name for name in names if not getattr(runner, name)]
+  if missing:
+    raise ConfigError(f'runner.profile={profile} needs: ' + ' '.join(
+        f'--set runner.{name}={_EXAMPLES[name]}' for name in missing))
 
 
 def _set(obj: Any, path: List[str], raw: str, full_key: str) -> Any:
@@ -202,4 +328,34 @@ def validate(config: PipelineConfig) -> Optional[str]:
   if config.train.strategy not in distribute.STRATEGIES:
     return (f'train.strategy={config.train.strategy!r} is not one of '
             f'{", ".join(distribute.STRATEGIES)}.')
+  return _runner_problem(config)
+
+
+def _runner_problem(config: PipelineConfig) -> Optional[str]:
+  runner = config.runner
+  if runner.profile not in RUNNER_PROFILES:
+    return f'runner.profile={runner.profile!r} is not one of {", ".join(RUNNER_PROFILES)}.'
+  if runner.workers < 0:
+    return 'runner.workers must be >= 0 (0 lets the runner decide).'
+  if runner.environment_type not in ENVIRONMENT_TYPES:
+    return (f'runner.environment_type={runner.environment_type!r} is not one of '
+            f'{", ".join(ENVIRONMENT_TYPES)}.')
+  unknown = sorted(set(runner.in_memory_components) - set(BEAM_COMPONENTS))
+  if unknown:
+    return (f'runner.in_memory_components: not Beam components: {", ".join(unknown)}; the Beam '
+            f'components are {", ".join(BEAM_COMPONENTS)}.')
+  try:
+    beam_pipeline_args(runner)
+  except ConfigError as e:
+    return str(e)
+  if runner.profile == 'dataflow':
+    # Dataflow's workers see neither this machine's disk nor its venv.
+    if not runner.temp_location.startswith('gs://'):
+      return f'runner.temp_location={runner.temp_location!r}: Dataflow needs a gs:// folder.'
+    if not is_remote(config.pipeline_root):
+      return ('Dataflow workers write the artifacts: --set runner.pipeline_root=gs://BUCKET/'
+              f'{config.name}/tfx (now {config.pipeline_root}).')
+    if not is_remote(config.data.data_dir):
+      return (f'Dataflow workers read the images: --data gs://BUCKET/images (now '
+              f'{config.data.data_dir}).')
   return None

@@ -3,7 +3,7 @@
 ImageExampleGen -> StatisticsGen -> ImportSchemaGen (curated schema/) or SchemaGen
 -> ExampleValidator -> Transform -> [Tuner] -> Trainer -> Resolver(latest blessed) -> Evaluator
 -> RobustnessGate (perturbations; the final blessing) -> Pusher. Runner-agnostic: BeamDagRunner
-runs it here, KubeflowV2DagRunner compiles it.
+runs it here (pipeline/runner.py), KubeflowV2DagRunner compiles it for Kubeflow / Vertex AI.
 """
 
 import json
@@ -18,12 +18,16 @@ from components import perturb
 from components import robustness
 from components import serve
 from components.image_example_gen import ImageExampleGen
+from pipeline import config as config_lib
 from pipeline.config import PipelineConfig
 
-_COMPONENTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               'components')
+_COMPONENTS_DIR = os.path.join(config_lib.REPO_DIR, 'components')
 TRANSFORM_MODULE = os.path.join(_COMPONENTS_DIR, 'transform.py')
 TRAIN_MODULE = os.path.join(_COMPONENTS_DIR, 'train.py')
+# The same code by import path, for a container image that has this project installed.
+PREPROCESSING_FN = 'components.transform.preprocessing_fn'
+RUN_FN = 'components.train.run_fn'
+TUNER_FN = 'components.train.tuner_fn'
 SCHEMA_FILE = 'schema.pbtxt'
 ROBUSTNESS_GATE_ID = 'RobustnessGate'
 
@@ -91,9 +95,17 @@ def _module_config(config: PipelineConfig) -> dict:
           'tuner': config.to_dict()['tuner']}
 
 
-def create_components(config: PipelineConfig) -> List[tfx.types.BaseNode]:
+def _user_code(module_file: str, fn_key: str, fn_path: str, packaged: bool) -> dict:
+  """module_file: TFX packages the module's folder as a wheel under the pipeline root and keys
+  the cache on its hash (local runs). Otherwise the installed package's function by import
+  path: a compiled pipeline's image carries the code, and its tag versions it."""
+  return {'module_file': module_file} if packaged else {fn_key: fn_path}
+
+
+def create_components(config: PipelineConfig, packaged_modules: bool = True
+                      ) -> List[tfx.types.BaseNode]:
   example_gen = ImageExampleGen(
-      data_dir=os.path.abspath(config.data.data_dir),
+      data_dir=config_lib.location(config.data.data_dir),
       split_ratios=json.dumps(config.data.split_ratios()),
       max_pixels=config.data.max_pixels)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
@@ -108,24 +120,24 @@ def create_components(config: PipelineConfig) -> List[tfx.types.BaseNode]:
   transform = tfx.components.Transform(
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
-      module_file=TRANSFORM_MODULE,
-      custom_config={'image_size': config.image.size})
+      custom_config={'image_size': config.image.size},
+      **_user_code(TRANSFORM_MODULE, 'preprocessing_fn', PREPROCESSING_FN, packaged_modules))
   module_config = _module_config(config)
   tuner = None
   if config.tuner.enabled:
     tuner = tfx.components.Tuner(
-        module_file=TRAIN_MODULE,
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
         schema=schema_gen.outputs['schema'],
-        custom_config=module_config)
+        custom_config=module_config,
+        **_user_code(TRAIN_MODULE, 'tuner_fn', TUNER_FN, packaged_modules))
   trainer = tfx.components.Trainer(
-      module_file=TRAIN_MODULE,
       examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
       hyperparameters=tuner.outputs['best_hyperparameters'] if tuner else None,
-      custom_config=module_config)
+      custom_config=module_config,
+      **_user_code(TRAIN_MODULE, 'run_fn', RUN_FN, packaged_modules))
   # The baseline is the latest model that passed the whole gate (TFMA and robustness): only the
   # RobustnessGate's blessings count, not the Evaluator's, which robustness may still overrule.
   model_resolver = tfx.dsl.Resolver(
@@ -157,15 +169,24 @@ def create_components(config: PipelineConfig) -> List[tfx.types.BaseNode]:
           filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)))
   nodes = [example_gen, statistics_gen, schema_gen, example_validator, transform, tuner,
            trainer, model_resolver, evaluator, robustness_gate, pusher]
-  return [node for node in nodes if node is not None]
+  nodes = [node for node in nodes if node is not None]
+  for node in nodes:
+    overrides = config_lib.component_beam_args(config.runner, node.id)
+    if overrides:
+      node.with_beam_pipeline_args(overrides)
+  return nodes
 
 
-def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+def create_pipeline(config: PipelineConfig, for_kubeflow: bool = False) -> tfx.dsl.Pipeline:
+  """The DAG with the runner profile's Beam flags; for Kubeflow the module code comes from the
+  image and the metadata store is the platform's."""
+  metadata = None if for_kubeflow else (
+      tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path))
   return tfx.dsl.Pipeline(
       pipeline_name=config.name,
       pipeline_root=config.pipeline_root,
-      components=create_components(config),
+      components=create_components(config, packaged_modules=not for_kubeflow),
       enable_cache=config.enable_cache,
-      metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-          config.metadata_path),
-      beam_pipeline_args=list(config.beam_pipeline_args))
+      metadata_connection_config=metadata,
+      beam_pipeline_args=config_lib.beam_pipeline_args(
+          config.runner, f'{config_lib.IMAGE_ROOT}/setup.py' if for_kubeflow else None))

@@ -1,16 +1,21 @@
-"""Runs the pipeline locally with BeamDagRunner, saying which component runs as it goes."""
+"""Runs the pipeline locally with BeamDagRunner, saying which component runs as it goes, or
+compiles it for Kubeflow Pipelines v2 / Vertex AI Pipelines with KubeflowV2DagRunner."""
 
+import dataclasses
+import os
 import sys
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, TextIO
 
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 from tfx.orchestration.beam.beam_dag_runner import PipelineNodeAsDoFn
 
+from pipeline import config as config_lib
 from pipeline import pipeline as pipeline_lib
 from pipeline.config import PipelineConfig
+
 
 _STATE_WORDS = {
     metadata_store_pb2.Execution.CACHED: 'cached',
@@ -20,7 +25,7 @@ _STATE_WORDS = {
 
 
 def _say(line: str) -> None:
-  print(line, file=sys.stderr, flush=True)
+  print(line, file=_ProgressNodeDoFn.console or sys.stderr, flush=True)
 
 
 class _ProgressNodeDoFn(PipelineNodeAsDoFn):
@@ -29,6 +34,7 @@ class _ProgressNodeDoFn(PipelineNodeAsDoFn):
   started = time.monotonic()
   total = 0
   finished = 0
+  console = None  # where progress goes; None: stderr
 
   def process(self, element, *signals):
     cls = _ProgressNodeDoFn
@@ -61,12 +67,45 @@ class ProgressBeamDagRunner(BeamDagRunner):
   _PIPELINE_NODE_DO_FN_CLS = _ProgressNodeDoFn
 
 
-def run(config: PipelineConfig, on_start: Optional[Callable[[int], None]] = None) -> None:
+def run(config: PipelineConfig, on_start: Optional[Callable[[int], None]] = None,
+        console: Optional[TextIO] = None) -> None:
   """Builds the DAG from the config and runs it to the end (cached steps are reused)."""
   tfx_pipeline = pipeline_lib.create_pipeline(config)
   _ProgressNodeDoFn.started = time.monotonic()
   _ProgressNodeDoFn.total = len(tfx_pipeline.components)
   _ProgressNodeDoFn.finished = 0
+  _ProgressNodeDoFn.console = console
   if on_start:
     on_start(len(tfx_pipeline.components))
   ProgressBeamDagRunner().run(tfx_pipeline)
+
+
+class CompileError(Exception):
+  """The pipeline cannot be compiled here; the message says what to install or change."""
+
+
+def for_image(config: PipelineConfig) -> PipelineConfig:
+  """The config as the image sees it: the curated schema at its path in the image."""
+  if config.data.schema_dir == config_lib.DataConfig().schema_dir:
+    data = dataclasses.replace(config.data, schema_dir=f'{config_lib.IMAGE_ROOT}/schema')
+    config = dataclasses.replace(config, data=data)
+  return config
+
+
+def compile_kubeflow_v2(config: PipelineConfig, output: str, image: str) -> str:
+  """Writes the KFP v2 PipelineJob JSON (Vertex AI Pipelines, Kubeflow Pipelines 2), offline.
+
+  Every component runs in `image`, which must hold TFX 1.16 and this project (Dockerfile).
+  """
+  from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
+  experimental = tfx.orchestration.experimental
+  if not hasattr(experimental, 'KubeflowV2DagRunner'):  # TFX leaves it out without kfp
+    raise CompileError('Compiling for Kubeflow / Vertex AI needs kfp: '
+                       'pip install "fakedetect[kubeflow]" (kfp 2.5.0).')
+  tfx_pipeline = pipeline_lib.create_pipeline(for_image(config), for_kubeflow=True)
+  output = os.path.abspath(output)
+  runner = experimental.KubeflowV2DagRunner(
+      config=experimental.KubeflowV2DagRunnerConfig(default_image=image),
+      output_dir=os.path.dirname(output), output_filename=os.path.basename(output))
+  runner.run(tfx_pipeline, write_out=True)
+  return output

@@ -16,6 +16,7 @@ import tensorflow_model_analysis as tfma
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.types import artifact_utils
 
+from pipeline import config as config_lib
 from pipeline.config import PipelineConfig
 
 OVERALL = 'overall'
@@ -187,6 +188,9 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
       'quarantined': report.get('quarantined', []),
       'counts': report.get('counts', {}),
       'data_warnings': report.get('warnings', []),
+      'runner': {'profile': config.runner.profile, 'workers': config.runner.workers,
+                 'description': config_lib.describe_runner(config.runner),
+                 'beam_pipeline_args': config_lib.beam_pipeline_args(config.runner)},
       'components': {node: outputs.state(node) for node in outputs.node_ids},
       'component_seconds': {node: outputs.seconds(node) for node in outputs.node_ids},
       'anomalies': _anomalies(outputs.artifact('ExampleValidator', 'anomalies')),
@@ -259,6 +263,8 @@ def render(summary: Dict[str, Any]) -> str:
   """The short human summary printed at the end of a run."""
   lines = ['', '== fakedetect run summary ==']
   lines.append(f"data: {summary['data_dir']} (layout: {summary.get('layout')})")
+  if summary.get('runner'):
+    lines.append(f"Beam: {summary['runner']['description']}")
   lines.append(f"files found {summary['files_found']}, ingested {summary['ingested']}, "
                f"quarantined {len(summary['quarantined'])}")
   for item in summary['quarantined'][:10]:
