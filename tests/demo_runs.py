@@ -28,13 +28,18 @@ RUNS = {
 ORDER = list(RUNS)
 
 
+def write_demo_data(data, per_class: int) -> None:
+  """The demo set, through the CLI as a user would make it."""
+  subprocess.run(FAKEDETECT + ['demo-data', str(data), '--per-class', str(per_class)],
+                 check=True, capture_output=True, timeout=300)
+
+
 def workspace(tmp_path_factory):
   root = tmp_path_factory.getbasetemp() / 'fakedetect_demo_runs'
   root.mkdir(exist_ok=True)
   data = root / 'data'
   if not (data / 'real').is_dir():
-    subprocess.run(FAKEDETECT + ['demo-data', str(data), '--per-class', str(PER_CLASS)],
-                   check=True, capture_output=True, timeout=300)
+    write_demo_data(data, PER_CLASS)
   return root
 
 

@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from tests import demo_runs
+
 pytestmark = pytest.mark.e2e
 
 FAKEDETECT = [sys.executable, '-m', 'pipeline']
@@ -49,8 +51,7 @@ def _assert_complete_versions(push_dir):
 def workspace(tmp_path_factory):
   root = tmp_path_factory.mktemp('e2e')
   data, output = root / 'data', root / 'out'
-  subprocess.run(FAKEDETECT + ['demo-data', str(data), '--per-class', str(PER_CLASS)],
-                 check=True, capture_output=True, timeout=120)
+  demo_runs.write_demo_data(data, PER_CLASS)
   first = _run(data, output)
   summary = json.loads((output / 'summary.json').read_text())
   return {'data': data, 'output': output, 'first': first, 'summary': summary,
