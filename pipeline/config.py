@@ -134,9 +134,11 @@ class RunnerConfig:
   sdk_container_image: str = ''
   job_endpoint: str = ''  # flink/spark: the Beam job server, host:port
   environment_type: str = 'DOCKER'  # flink/spark: where the SDK workers run (ENVIRONMENT_TYPES)
-  # Beam components kept on the in-memory direct runner under any other profile: for them,
-  # starting workers costs more than the work.
-  in_memory_components: List[str] = dataclasses.field(default_factory=list)
+  # multi-processing: Beam components kept on the in-memory direct runner. Starting worker
+  # processes (each imports TF and TFX) costs more than these two save, even on all of CIFAKE
+  # (benchmarks/runners.py); [] multi-processes every Beam component.
+  in_memory_components: List[str] = dataclasses.field(
+      default_factory=lambda: ['StatisticsGen', 'Evaluator'])
   # Where artifacts go; '' = <output>/tfx. Remote workers need one they can reach (gs://...).
   pipeline_root: str = ''
   extra_args: List[str] = dataclasses.field(default_factory=list)  # more Beam flags, last wins
@@ -239,13 +241,12 @@ def describe_runner(runner: RunnerConfig) -> str:
   """E.g. 'multi-processing direct runner, 2 workers; in memory: StatisticsGen'."""
   if runner.profile == 'in-memory':
     return 'in-memory direct runner'
-  if runner.profile == 'multi-processing':
-    text = (f'multi-processing direct runner, '
-            f'{runner.workers or "one per core"} worker{"s" if runner.workers != 1 else ""}')
-  elif runner.profile == 'dataflow':
-    text = f'Dataflow in {runner.project}/{runner.region}'
-  else:
-    text = f'{runner.profile.capitalize()} at {runner.job_endpoint} ({runner.environment_type})'
+  if runner.profile == 'dataflow':
+    return f'Dataflow in {runner.project}/{runner.region}'
+  if runner.profile != 'multi-processing':
+    return f'{runner.profile.capitalize()} at {runner.job_endpoint} ({runner.environment_type})'
+  text = (f'multi-processing direct runner, '
+          f'{runner.workers or "one per core"} worker{"s" if runner.workers != 1 else ""}')
   if runner.in_memory_components:
     text += f'; in memory: {", ".join(runner.in_memory_components)}'
   return text
@@ -253,7 +254,7 @@ def describe_runner(runner: RunnerConfig) -> str:
 
 def component_beam_args(runner: RunnerConfig, component_id: str) -> List[str]:
   """Flags appended to one component's (they win over the pipeline's): in-memory overrides."""
-  if runner.profile != 'in-memory' and component_id in runner.in_memory_components:
+  if runner.profile == 'multi-processing' and component_id in runner.in_memory_components:
     return list(IN_MEMORY_ARGS)
   return []
 

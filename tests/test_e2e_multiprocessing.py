@@ -1,7 +1,8 @@
 """End to end on Beam's multi-processing direct runner, 2 workers, through the real CLI.
 
-The Beam components hand their work to SDK worker processes; the Transform and Trainer module
-code runs from the wheels TFX builds under the pipeline root (`_wheels/`), as on a remote runner.
+ImageExampleGen and Transform hand their work to SDK worker processes (StatisticsGen and
+Evaluator stay in memory, the profile's default); the Transform and Trainer module code runs from
+the wheels TFX builds under the pipeline root (`_wheels/`), as on a remote runner.
 """
 
 import glob

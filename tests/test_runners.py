@@ -110,7 +110,8 @@ def test_runner_and_workers_options_are_shorthands_that_win_over_set():
   config = cli._build_config('d', 'o', ['runner.profile=flink', 'runner.workers=9'], False,
                              False, 'multi-processing', 2)
   assert (config.runner.profile, config.runner.workers) == ('multi-processing', 2)
-  assert config_lib.describe_runner(config.runner) == 'multi-processing direct runner, 2 workers'
+  assert config_lib.describe_runner(config.runner) == (
+      'multi-processing direct runner, 2 workers; in memory: StatisticsGen, Evaluator')
 
 
 def test_paths_stay_uris_when_remote_and_become_absolute_when_local():
@@ -121,22 +122,36 @@ def test_paths_stay_uris_when_remote_and_become_absolute_when_local():
   assert local.pipeline_root.startswith('/') and local.pipeline_root.endswith('rel/tfx')
 
 
-def test_in_memory_components_override_the_profile_in_the_built_dag(tmp_path):
-  """TFX puts the pipeline's args first and a component's after them: Beam keeps the last."""
+def _modes(config):
+  """{Beam component: Beam's direct running mode} in the DAG built from the config."""
   from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
-  config = _config('runner.profile=multi-processing', 'runner.workers=2',
-                   'runner.in_memory_components=StatisticsGen,Evaluator',
-                   f'data.data_dir={tmp_path}', f'output_dir={tmp_path}')
   tfx_pipeline = pipeline_lib.create_pipeline(config)
-  assert tfx_pipeline.beam_pipeline_args == config_lib.beam_pipeline_args(config.runner)
   modes = {}
   for node in tfx_pipeline.components:
     if node.id in config_lib.BEAM_COMPONENTS:
       args = node.executor_spec.beam_pipeline_args  # the pipeline's, then the component's
-      modes[node.id] = _view(args, 'DirectOptions').direct_running_mode
       assert args[:len(tfx_pipeline.beam_pipeline_args)] == tfx_pipeline.beam_pipeline_args
-  assert modes == {'ImageExampleGen': 'multi_processing', 'StatisticsGen': 'in_memory',
-                   'Transform': 'multi_processing', 'Evaluator': 'in_memory'}
+      modes[node.id] = _view(args, 'DirectOptions').direct_running_mode
+  return modes
+
+
+def test_in_memory_components_override_the_profile_in_the_built_dag(tmp_path):
+  """TFX puts the pipeline's args first and a component's after them: Beam keeps the last."""
+  paths = [f'data.data_dir={tmp_path}', f'output_dir={tmp_path}']
+  default = _config('runner.profile=multi-processing', *paths)
+  assert _modes(default) == {'ImageExampleGen': 'multi_processing', 'StatisticsGen': 'in_memory',
+                             'Transform': 'multi_processing', 'Evaluator': 'in_memory'}
+  chosen = _config('runner.profile=multi-processing', 'runner.in_memory_components=Transform',
+                   *paths)
+  assert _modes(chosen) == {'ImageExampleGen': 'multi_processing',
+                            'StatisticsGen': 'multi_processing', 'Transform': 'in_memory',
+                            'Evaluator': 'multi_processing'}
+  every = _config('runner.profile=multi-processing', 'runner.in_memory_components=[]', *paths)
+  assert set(_modes(every).values()) == {'multi_processing'}
+  # Remote profiles send every Beam component to the cluster.
+  remote = _config('runner.profile=flink', 'runner.job_endpoint=h:1', *paths)
+  assert all(not config_lib.component_beam_args(remote.runner, node)
+             for node in config_lib.BEAM_COMPONENTS)
 
 
 @pytest.mark.parametrize('profile', ['flink', 'spark'])
