@@ -76,8 +76,9 @@ def _mode_corpus():
   ]
 
 
-def _run(data_dir, out_dir, **exec_properties):
+def _run(data_dir, out_dir, beam_pipeline_args=None, **exec_properties):
   """Executor().Do on real artifacts, as TFX's own executor tests do."""
+  from tfx.dsl.components.base import base_beam_executor  # pylint: disable=g-import-not-at-top
   from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
   from components.image_example_gen import component, executor  # pylint: disable=g-import-not-at-top
   examples = standard_artifacts.Examples()
@@ -91,7 +92,9 @@ def _run(data_dir, out_dir, **exec_properties):
   properties.update(exec_properties)
   error = None
   try:
-    executor.Executor().Do({}, {'examples': [examples], 'report': [report]}, properties)
+    context = base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=beam_pipeline_args, tmp_dir=os.path.join(out_dir, 'tmp'))
+    executor.Executor(context).Do({}, {'examples': [examples], 'report': [report]}, properties)
   except ValueError as e:
     error = e
   report_path = os.path.join(report.uri, 'report.json')
@@ -366,6 +369,81 @@ def test_bias_warnings_name_what_differs():
                                  'widths': {1: 1, 2: 1, 10: 2}, 'heights': {5: 4},
                                  'size_buckets': {'small': 4}, 'sources': {}})['width'] == {
                                      'min': 1, 'median': 6.0, 'max': 10}
+
+
+def test_examples_are_serialized_as_tensorflow_serializes_them():
+  """The workers build examples without TensorFlow: they must parse to the same message."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from components.image_example_gen import ingest  # pylint: disable=g-import-not-at-top
+  values = {'image': bytes(range(256)) * 3, 'label': 1, 'zero': 0, 'big': 2**40, 'negative': -7,
+            'text': 'caf\u00e9 \u732b', 'empty': b''}
+  expected = tf.train.Example()
+  for key, value in values.items():
+    feature = expected.features.feature[key]
+    if isinstance(value, int):
+      feature.int64_list.value.append(value)
+    else:
+      feature.bytes_list.value.append(value.encode() if isinstance(value, str) else value)
+  assert tf.train.Example.FromString(ingest.serialize_example(values)) == expected
+
+
+def test_runner_choice():
+  """Worker processes for a large folder unless the user chose a mode; TensorFlow's decode in
+  the launcher on the direct runner, in the workers on a distributed one."""
+  from components.image_example_gen import executor  # pylint: disable=g-import-not-at-top
+  many = executor.MULTI_PROCESSING_MIN_FILES
+  args, in_workers = executor.beam_args([], many)
+  assert not in_workers
+  if (os.cpu_count() or 1) > 1:
+    assert args == ['--direct_running_mode=multi_processing', '--direct_num_workers=0']
+  assert executor.beam_args([], many - 1) == ([], False)
+  assert executor.beam_args(['--direct_num_workers=3'], many)[0] == [
+      '--direct_num_workers=3', '--direct_running_mode=multi_processing']
+  for chosen in (['--direct_running_mode=multi_processing', '--direct_num_workers=2'],
+                 ['--runner=DirectRunner', '--direct_running_mode=in_memory',
+                  '--direct_num_workers=1']):
+    assert executor.beam_args(chosen, many) == (chosen, False)
+  dataflow = ['--runner=DataflowRunner', '--project=p']
+  assert executor.beam_args(dataflow, many) == (dataflow, True)
+
+
+@pytest.fixture(scope='module')
+def undecodable(tmp_path_factory):
+  """Good images, and files whose header Pillow reads but whose pixels TensorFlow cannot decode."""
+  data = tmp_path_factory.mktemp('undecodable') / 'data'
+  for i in range(4):
+    _write(data, f'real/{i}.png', _image(40 + i, 'PNG'))
+    _write(data, f'fake/{i}.jpg', _image(50 + i, 'JPEG'))
+  jpeg = _image(60, 'JPEG', 64, 64)
+  _write(data, 'real/truncated.jpg', jpeg[:len(jpeg) // 2])
+  _write(data, 'fake/bad_crc.png', _png_with_bad_idat_crc())
+  _write(data, 'real/bad_crc_copy.png', _png_with_bad_idat_crc())  # a duplicate group, dropped
+  return data
+
+
+@pytest.mark.parametrize('where', ['launcher', 'workers', 'multi_processing'])
+def test_decode_check_is_the_same_wherever_it_runs(undecodable, tmp_path, monkeypatch, where):
+  """The launcher's batched check (direct runner), the workers' own (distributed runners) and
+  two worker processes (the multi-processing runner profile's flags) agree on every file."""
+  from components.image_example_gen import executor  # pylint: disable=g-import-not-at-top
+  beam_args = None
+  if where == 'workers':
+    monkeypatch.setattr(executor, 'beam_args', lambda args, num_files: (args, True))
+  elif where == 'multi_processing':
+    beam_args = ['--direct_running_mode=multi_processing', '--direct_num_workers=2']
+  examples, _, result, error = _run(undecodable, tmp_path, beam_args,
+                                    split_ratios=json.dumps({'train': 1}))
+  assert error is None, error
+  assert {q['path']: q['reason'] for q in result['quarantined']} == {
+      'real/truncated.jpg': 'truncated', 'fake/bad_crc.png': 'corrupt',
+      'real/bad_crc_copy.png': 'corrupt'}
+  assert all('TensorFlow could not decode' in q['detail']
+             for q in result['quarantined'] if 'bad_crc' in q['path'])
+  assert result['counts'] == {'train': {'real': 4, 'fake': 4}}
+  assert result['profile']['real']['format_shares'] == {'png': 1.0}
+  assert result['formats'] == {'real': {'png': 4}, 'fake': {'jpeg': 4}}
+  assert result['duplicates'] == []
+  assert len(_read_examples(examples)['train']) == 8
 
 
 def test_permission_denied_is_quarantined_as_unreadable(tmp_path):
