@@ -45,8 +45,10 @@ EXAMPLES_KEY = 'examples'
 REPORT_KEY = 'report'
 
 # From this many files on, the ExampleGen starts worker processes when the user chose no
-# --direct_running_mode: a worker costs ~3 s of CPU to start (Python, Beam, Pillow) and saves
-# ~0.1 ms per file. Below it the in-memory runner, one process, finishes first.
+# --direct_running_mode. Starting the multi-processing runner costs ~5 s (each worker imports
+# Beam: ~2 s of CPU with a bytecode cache, ~5 s without) and a worker saves ~0.1 ms per small
+# file (CIFAKE's 1 KB JPEGs), more for large ones (hashing and compressing their bytes). Below
+# it the in-memory runner, one process, finishes first.
 MULTI_PROCESSING_MIN_FILES = 20_000
 
 
