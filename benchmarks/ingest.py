@@ -5,10 +5,11 @@ hash, check the header with Pillow, decode with TensorFlow, build the tf.Example
 gzipped TFRecords per split; the ExampleGen also writes its report. The plain loop decodes each
 file as it goes (`ImageReader.read`); the ExampleGen's workers `inspect` files without TensorFlow
 and its launcher decodes the written examples in batched tf.data passes (`verify_examples`).
-Each side runs in its own child process; its peak memory is the largest sum of RSS over that process and all its descendants
-(the Beam workers), sampled every 0.1 s. RSS counts the pages of TensorFlow's libraries once per
-process; PSS, also shown, shares them out, so its sum is what the tree really holds. CPU seconds
-(user + system, the whole tree) tell the work done apart from the machine's load.
+Each side runs in its own child process; its peak memory is the largest sum of RSS over that
+process and all its descendants (the Beam workers), sampled every 0.1 s. RSS counts the pages of
+TensorFlow's libraries once per process; PSS, also shown, shares them out, so its sum is what the
+tree really holds. CPU seconds (user + system, the whole tree, imports included) tell the work
+done apart from the machine's load.
 
   .venv/bin/python benchmarks/ingest.py                 # unpacks CIFAKE train under /tmp first
   .venv/bin/python benchmarks/ingest.py --limit 20000   # a class-balanced subset

@@ -194,7 +194,7 @@ def serialize_example(values: Mapping[str, Union[bytes, str, int]]) -> bytes:
 
   Example{features = 1: Features{feature = 1: map<string, Feature>}}, Feature{bytes_list = 1 |
   int64_list = 3}, BytesList{value = 1}, Int64List{packed value = 1}. The Beam workers build
-  examples with this so that they never import TensorFlow (~8 s of CPU and ~400 MB per process);
+  examples with this so that they never import TensorFlow (3 to 8 s of CPU and ~400 MB each);
   it is also 3x faster than building the proto message.
   """
   entries = []
