@@ -189,11 +189,12 @@ def compile_command(target, output, pipeline_root, data, image, settings, runner
   settings = [f'runner.pipeline_root={pipeline_root}'] + list(settings)
   config = _build_config(data or f'{pipeline_root.rstrip("/")}/data', pipeline_root, settings,
                          no_cache, tune, runner_profile, workers)
-  from pipeline import runner  # pylint: disable=g-import-not-at-top
-  try:
-    path = runner.compile_kubeflow_v2(config, output, image)
-  except runner.CompileError as e:
-    raise UserError(str(e)) from None
+  with _output_to(os.devnull):  # TensorFlow's and TFX's import and compile chatter
+    from pipeline import runner  # pylint: disable=g-import-not-at-top
+    try:
+      path = runner.compile_kubeflow_v2(config, output, image)
+    except runner.CompileError as e:
+      raise UserError(str(e)) from None
   click.echo(f'Wrote {path}: pipeline {config.name!r}, image {image}, pipeline root '
              f'{config.pipeline_root}, data {config.data.data_dir}, Beam '
              f'{config_lib.describe_runner(config.runner)}.')
