@@ -47,9 +47,10 @@ REPORT_KEY = 'report'
 # From this many files on, the ExampleGen starts worker processes when the user chose no
 # --direct_running_mode. Starting the multi-processing runner costs ~5 s (each worker imports
 # Beam: ~2 s of CPU with a bytecode cache, ~5 s without) and a worker saves ~0.1 ms per small
-# file (CIFAKE's 1 KB JPEGs), more for large ones (hashing and compressing their bytes). Below
-# it the in-memory runner, one process, finishes first.
-MULTI_PROCESSING_MIN_FILES = 20_000
+# file. Measured on 2 busy cores: 20k CIFAKE images took 7 to 9 s in memory and 12.5 s on two
+# workers, 2k 512x512 JPEGs 25 s and 32 s; at 100k CIFAKE images the two are about even there,
+# and free cores favour the workers.
+MULTI_PROCESSING_MIN_FILES = 50_000
 
 
 def beam_args(args: List[str], num_files: int) -> Tuple[List[str], bool]:
