@@ -8,7 +8,8 @@ Both runs are uncached, on the same folder and settings; the times per component
 Metadata (summary.json `component_seconds`), the CPU time from the OS (the run and every process
 it started, Beam's workers included). Only the Beam components (ImageExampleGen, StatisticsGen,
 Transform, Evaluator) change runner, all four of them here (runner.in_memory_components=[]); the
-rest is there to show where the time goes.
+rest is there to show where the time goes. The in-memory profile is the default one, in which the
+ImageExampleGen starts its own workers from 50,000 files (all of CIFAKE, not --limit 2000).
 """
 
 import argparse

@@ -134,8 +134,8 @@ class RunnerConfig:
   sdk_container_image: str = ''
   job_endpoint: str = ''  # flink/spark: the Beam job server, host:port
   environment_type: str = 'DOCKER'  # flink/spark: where the SDK workers run (ENVIRONMENT_TYPES)
-  # multi-processing: Beam components kept on the in-memory direct runner. Starting worker
-  # processes (each imports TF and TFX) costs more than these two save, even on all of CIFAKE
+  # multi-processing: Beam components kept on the in-memory direct runner. Starting their worker
+  # processes (each imports TF) costs about what halving their work saves, even on all of CIFAKE
   # (benchmarks/runners.py); [] multi-processes every Beam component.
   in_memory_components: List[str] = dataclasses.field(
       default_factory=lambda: ['StatisticsGen', 'Evaluator'])
