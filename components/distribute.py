@@ -97,3 +97,18 @@ def _multi_worker():
         f'{TF_CONFIG} (the Trainer on Vertex AI or Kubeflow, one replica per worker); here '
         'TensorFlow was already running (a local run executes every component in one '
         'process). Use train.strategy=mirrored or auto locally.') from None
+
+
+def export_dir(strategy_in_use, serving_model_dir: str, scratch_dir: str) -> str:
+  """Where this worker writes the model: the chief to the serving folder, every other worker of
+  a multi-worker run to a scratch folder of its own (TensorFlow's documented pattern: all must
+  save, since saving runs collective ops, but only the chief's copy is the model)."""
+  resolver = getattr(strategy_in_use, 'cluster_resolver', None)
+  task_type = getattr(resolver, 'task_type', None)
+  task_id = getattr(resolver, 'task_id', None)
+  if task_type is None:
+    return serving_model_dir
+  cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+  chief = task_type == 'chief' or (task_type == 'worker' and task_id == 0 and
+                                   'chief' not in cluster)
+  return serving_model_dir if chief else os.path.join(scratch_dir, f'{task_type}_{task_id}')

@@ -194,7 +194,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     f.write(json.dumps(record, indent=2))
   _plot_curves(record['history'], os.path.join(fn_args.model_run_dir, CURVES_FILE))
 
-  serve.export(model, tf_transform_output, fn_args.serving_model_dir, threshold, image_size,
+  target = distribute.export_dir(strategy, fn_args.serving_model_dir,
+                                 os.path.join(fn_args.model_run_dir, 'worker_exports'))
+  serve.export(model, tf_transform_output, target, threshold, image_size,
                extra_metadata={'hyperparameters': hparams,
                                'epochs_run': record['epochs_run'],
                                'threshold_metric': train_config['threshold_metric']})

@@ -113,12 +113,13 @@ def test_multi_worker_trains_as_a_one_worker_cluster_in_a_fresh_process():
       loss = _fit_one_step(strategy)
       resolver = strategy.cluster_resolver
       print('RESULT', type(strategy).__name__, strategy.num_replicas_in_sync, resolver.task_type,
-            resolver.task_id, strategy.extended.should_checkpoint, loss > 0)
+            resolver.task_id, strategy.extended.should_checkpoint, loss > 0,
+            distribute.export_dir(strategy, '/serve', '/scratch'))
       ''', tf_config)
   lines = [line for line in result.stdout.splitlines() if line.startswith('RESULT')]
   assert lines, result.stderr[-3000:]
   assert lines[0].split()[1:] == ['CollectiveAllReduceStrategy', '1', 'worker', '0', 'True',
-                                  'True']
+                                  'True', '/serve']
 
 
 def test_multi_worker_after_tensorflow_started_says_why_it_cannot():
@@ -136,3 +137,22 @@ def test_multi_worker_after_tensorflow_started_says_why_it_cannot():
       ''', tf_config)
   assert 'RESULT train.strategy=multi-worker needs a process of its own' in result.stdout, (
       result.stderr[-3000:])
+
+
+@pytest.mark.parametrize('cluster, task_type, task_id, expected', [
+    ({'worker': ['a:1', 'b:1']}, 'worker', 0, '/serve'),  # no chief: worker 0 is the chief
+    ({'worker': ['a:1', 'b:1']}, 'worker', 1, '/scratch/worker_1'),
+    ({'chief': ['c:1'], 'worker': ['a:1']}, 'chief', 0, '/serve'),
+    ({'chief': ['c:1'], 'worker': ['a:1']}, 'worker', 0, '/scratch/worker_0'),
+])
+def test_only_the_chief_exports_to_the_serving_folder(cluster, task_type, task_id, expected):
+  import types
+  import tensorflow as tf
+  resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+      tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
+  strategy = types.SimpleNamespace(cluster_resolver=resolver)
+  assert distribute.export_dir(strategy, '/serve', '/scratch') == expected
+
+
+def test_single_machine_strategies_export_to_the_serving_folder():
+  assert distribute.export_dir(distribute.strategy('auto'), '/serve', '/scratch') == '/serve'
