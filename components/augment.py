@@ -62,7 +62,8 @@ def _random_blur(image: tf.Tensor, max_sigma: float) -> tf.Tensor:
   weights /= tf.reduce_sum(weights)
   kernel = tf.tile((weights[:, None] * weights[None, :])[:, :, None, None],
                    [1, 1, tf.shape(image)[-1], 1])
-  padded = tf.pad(image[None], [[0, 0], [2, 2], [2, 2], [0, 0]], mode='REFLECT')
+  half = BLUR_KERNEL // 2
+  padded = tf.pad(image[None], [[0, 0], [half, half], [half, half], [0, 0]], mode='REFLECT')
   return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], 'VALID')[0]
 
 

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from components import distribute
 from components import features
+from components.image_example_gen.layouts import is_remote
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -189,10 +190,6 @@ class PipelineConfig:
 
 class ConfigError(ValueError):
   """A user's configuration is wrong; the message says how to fix it."""
-
-
-def is_remote(path: str) -> bool:
-  return '://' in path
 
 
 def location(base: str, *parts: str) -> str:

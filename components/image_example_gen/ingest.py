@@ -308,7 +308,7 @@ class ImageReader:
   def read_bytes(self, rel_path: str) -> bytes:
     path = layouts._join(self._data_dir, rel_path)  # pylint: disable=protected-access
     try:
-      if layouts._is_remote(self._data_dir):  # pylint: disable=protected-access
+      if layouts.is_remote(self._data_dir):
         with _tf().io.gfile.GFile(path, 'rb') as f:
           return f.read()
       with open(path, 'rb') as f:
@@ -396,14 +396,17 @@ def decode_reject(error: Exception, data: bytes, fmt: str) -> _Reject:
   return _Reject('corrupt', f'Pillow reads it but TensorFlow could not decode it: {message}')
 
 
+def _decode(contents):
+  """TensorFlow's decoder, the one training uses: one kernel, without tf.io.decode_image's
+  Python dispatch (the same op, DecodeImage)."""
+  return _tf().raw_ops.DecodeImage(contents=contents, channels=features.CHANNELS,
+                                   expand_animations=False)
+
+
 def check_decodes(data: bytes, fmt: str) -> None:
   """TensorFlow's decoder, the one training uses, is the one check every image passes."""
-  tf = _tf()
   try:
-    # One kernel, without tf.io.decode_image's Python dispatch (the same op, DecodeImage); a
-    # tensor argument takes the op's fast path (bytes cost a second, slower conversion).
-    tf.raw_ops.DecodeImage(contents=tf.constant(data), channels=features.CHANNELS,
-                           expand_animations=False)
+    _decode(_tf().constant(data))  # a tensor takes the op's fast path; bytes convert slower
   except Exception as e:  # pylint: disable=broad-except
     raise decode_reject(e, data, fmt) from None
 
@@ -728,9 +731,8 @@ def verify_examples(examples_uri: str, expected: Mapping[str, int], max_pixels: 
   def decoded(records):
     """How many of a batch of examples decode: all of them, or an error drops the batch."""
     images = tf.io.parse_example(records, spec)[features.IMAGE_KEY]
-    heights = tf.map_fn(lambda image: tf.shape(tf.raw_ops.DecodeImage(
-        contents=image, channels=features.CHANNELS, expand_animations=False))[0],
-                        images, fn_output_signature=tf.int32)
+    heights = tf.map_fn(lambda image: tf.shape(_decode(image))[0], images,
+                        fn_output_signature=tf.int32)
     # Counted from the decoded heights, so that no graph optimization can skip the decode.
     return tf.reduce_sum(tf.cast(heights > 0, tf.int64))
 

@@ -329,7 +329,7 @@ def _csv_header(path: str) -> List[str]:
 
 
 def _open_text(path: str):
-  if _is_remote(path):
+  if is_remote(path):
     from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
     with fileio.open(path, 'rb') as f:
       return io.StringIO(f.read().decode('utf-8-sig'), newline='')
@@ -380,7 +380,7 @@ def is_system_file(rel_path: str) -> bool:
 
 def list_files(data_dir: str) -> List[Entry]:
   """All files under data_dir, sorted. Local folder links are followed once, never in a loop."""
-  if _is_remote(data_dir):
+  if is_remote(data_dir):
     return sorted(_list_remote(data_dir))
   entries: List[Entry] = []
   visited = set()
@@ -436,7 +436,7 @@ def fingerprint(data_dir: str) -> str:
     if problem:
       continue
     try:
-      if _is_remote(data_dir):
+      if is_remote(data_dir):
         from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
         info = fileio.stat(_join(data_dir, rel))
         size, mtime = info.length, int(info.mtime_nsec // 1_000_000_000)
@@ -452,23 +452,24 @@ def fingerprint(data_dir: str) -> str:
           f'xor_checksum:{xor_checksum},sum_checksum:{sum_checksum}')
 
 
-def _is_remote(path: str) -> bool:
+def is_remote(path: str) -> bool:
+  """A URI (gs://, s3://, ...) rather than a local path."""
   return '://' in path
 
 
 def _join(base: str, rel: str) -> str:
-  return posixpath.join(base, rel) if _is_remote(base) else os.path.join(base, rel)
+  return posixpath.join(base, rel) if is_remote(base) else os.path.join(base, rel)
 
 
 def _isdir(path: str) -> bool:
-  if _is_remote(path):
+  if is_remote(path):
     from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
     return fileio.isdir(path)
   return os.path.isdir(path)
 
 
 def _listdir(path: str) -> List[str]:
-  if _is_remote(path):
+  if is_remote(path):
     from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
     return [name.rstrip('/') for name in fileio.listdir(path)]
   return os.listdir(path)
@@ -477,7 +478,7 @@ def _listdir(path: str) -> List[str]:
 def _subfolders(path: str) -> Dict[str, str]:
   """Lower-cased name -> actual name of the folders directly in path."""
   try:
-    if not _is_remote(path):
+    if not is_remote(path):
       with os.scandir(path) as it:
         return {e.name.lower(): e.name for e in it if e.is_dir()}
     names = _listdir(path)
