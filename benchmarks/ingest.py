@@ -32,7 +32,6 @@ from typing import List
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TARBALL = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'cifake-train.tar.gz')
 SCRATCH = os.path.join(tempfile.gettempdir(), 'fakedetect-bench')
-DEFAULT_BEAM_ARGS = '--direct_running_mode=multi_processing --direct_num_workers=2'
 
 
 def _unpack(tarball: str) -> str:
@@ -141,13 +140,25 @@ def _beam(data_dir: str, out_dir: str, args: List[str]) -> dict:
     os.makedirs(artifact.uri)
   context = base_beam_executor.BaseBeamExecutor.Context(
       beam_pipeline_args=args, tmp_dir=os.path.join(out_dir, 'tmp'))
+  marks = {}
+
+  def marked(name, function):  # when each phase of Executor.Do starts
+    def wrapper(*a, **k):
+      marks[name] = time.time()
+      return function(*a, **k)
+    return wrapper
+  executor.build_pipeline = marked('pipeline', executor.build_pipeline)
+  executor.finish = marked('finish', executor.finish)
   start = time.time()
   executor.Executor(context).Do({}, {'examples': [examples], 'report': [report]},
                                 {'data_dir': data_dir, 'split_ratios': None, 'max_pixels': None})
   seconds = time.time() - start
+  phases = {'listing': marks['pipeline'] - start, 'beam': marks['finish'] - marks['pipeline'],
+            'verify_and_report': start + seconds - marks['finish']}
   with open(os.path.join(report.uri, 'report.json')) as f:
     result = json.load(f)
-  return {'seconds': seconds, 'files': result['files_found'], 'ingested': result['ingested']}
+  return {'seconds': seconds, 'files': result['files_found'], 'ingested': result['ingested'],
+          'phases': phases}
 
 
 def _plain(data_dir: str, out_dir: str) -> dict:
@@ -183,9 +194,9 @@ def main(argv=None) -> None:
   parser.add_argument('--data', help='an unpacked folder (default: unpack --tarball under /tmp)')
   parser.add_argument('--tarball', default=DEFAULT_TARBALL)
   parser.add_argument('--limit', type=int, default=0, help='only this many files (0: all)')
-  parser.add_argument('--beam_args', default=DEFAULT_BEAM_ARGS,
+  parser.add_argument('--beam_args', default=None,
                       help='the ExampleGen\'s beam_pipeline_args, space-separated (default: '
-                      '%(default)s, as the multi-processing runner profile passes them)')
+                      'what `--runner multi-processing --workers 2` passes it)')
   parser.add_argument('--out', default=os.path.join(SCRATCH, 'out'))
   parser.add_argument('--_child', choices=['beam', 'plain'], help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
@@ -199,6 +210,11 @@ def main(argv=None) -> None:
       json.dump(result, f)
     return
 
+  if args.beam_args is None:
+    sys.path.insert(0, REPO)
+    from pipeline import config  # pylint: disable=g-import-not-at-top
+    args.beam_args = ' '.join(config.beam_pipeline_args(
+        config.RunnerConfig(profile='multi-processing', workers=2)))
   data_dir = os.path.abspath(args.data) if args.data else _unpack(args.tarball)
   if args.limit:
     data_dir = _subset(data_dir, args.limit)
@@ -218,6 +234,8 @@ def main(argv=None) -> None:
     print(f'{labels[mode]:28}{row["images_per_s"]:>10.0f}{row["seconds"]:>9.1f}'
           f'{row["cpu_seconds"]:>8.0f}{row["ingested"] / row["cpu_seconds"]:>10.0f}'
           f'{row["ingested"]:>9}{row["peak_rss_mb"]:>7.0f} MB{row["peak_pss_mb"]:>7.0f} MB')
+  print('ExampleGen phases: ' + ', '.join(f'{name} {seconds:.1f} s' for name, seconds in
+                                         rows['beam']['phases'].items()))
   ratio = rows['beam']['images_per_s'] / rows['plain']['images_per_s']
   print(f'\nspeed-up {ratio:.2f}x (goal >= 1.5x on 2 cores); ExampleGen peak RSS '
         f'{rows["beam"]["peak_rss_mb"]:.0f} MB, PSS {rows["beam"]["peak_pss_mb"]:.0f} MB '

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -421,19 +422,29 @@ def undecodable(tmp_path_factory):
   return data
 
 
-@pytest.mark.parametrize('where', ['launcher', 'workers', 'multi_processing'])
+@pytest.mark.parametrize('where', ['launcher', 'workers', 'multi_processing', 'fixed_shards'])
 def test_decode_check_is_the_same_wherever_it_runs(undecodable, tmp_path, monkeypatch, where):
-  """The launcher's batched check (direct runner), the workers' own (distributed runners) and
-  two worker processes (the multi-processing runner profile's flags) agree on every file."""
+  """The launcher's batched check beside the pipeline (direct runner), the workers' own
+  (distributed runners), two worker processes (the multi-processing runner profile's flags) and
+  the launcher's check after the pipeline (num_shards: Beam's sink names the shards) agree."""
   from components.image_example_gen import executor  # pylint: disable=g-import-not-at-top
-  beam_args = None
+  beam_args, num_shards = None, None
   if where == 'workers':
     monkeypatch.setattr(executor, 'beam_args', lambda args, num_files: (args, True))
   elif where == 'multi_processing':
     beam_args = ['--direct_running_mode=multi_processing', '--direct_num_workers=2']
+  elif where == 'fixed_shards':
+    num_shards = 2
+  from components.image_example_gen import ingest  # pylint: disable=g-import-not-at-top
+  checked_in = []  # the launcher's threads that ran the batched check
+  verify = ingest.verify_examples
+  monkeypatch.setattr(ingest, 'verify_examples', lambda *a: (
+      checked_in.append(threading.current_thread().name), verify(*a))[1])
   examples, _, result, error = _run(undecodable, tmp_path, beam_args,
-                                    split_ratios=json.dumps({'train': 1}))
+                                    split_ratios=json.dumps({'train': 1}), num_shards=num_shards)
   assert error is None, error
+  assert checked_in == {'launcher': ['ShardVerifier'], 'multi_processing': ['ShardVerifier'],
+                        'fixed_shards': ['MainThread'], 'workers': []}[where]
   assert {q['path']: q['reason'] for q in result['quarantined']} == {
       'real/truncated.jpg': 'truncated', 'fake/bad_crc.png': 'corrupt',
       'real/bad_crc_copy.png': 'corrupt'}

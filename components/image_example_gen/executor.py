@@ -31,9 +31,9 @@ from components.image_example_gen import layouts
 # The work itself, importable without TFX (the Beam workers do); re-exported for callers.
 from components.image_example_gen.ingest import (  # pylint: disable=unused-import
     _Reject, BIAS_THRESHOLD, DEFAULT_MAX_PIXELS, DEFAULT_SPLIT_RATIOS, DUPLICATE_POLICIES,
-    ImageReader, KEEP_LAYOUT, QUARANTINE_FILE, REASONS, REPORT_FILE, SAME_SPLIT, assign_split,
-    bias_warnings, build_pipeline, class_profile, describe_plan, duplicate_warnings, finish,
-    parse_split_ratios, plan_splits, quarantine_record)
+    ImageReader, KEEP_LAYOUT, QUARANTINE_FILE, REASONS, REPORT_FILE, SAME_SPLIT, ShardVerifier,
+    assign_split, bias_warnings, build_pipeline, class_profile, describe_plan,
+    duplicate_warnings, finish, parse_split_ratios, plan_splits, quarantine_record)
 
 # Exec property and output keys.
 DATA_DIR_KEY = 'data_dir'
@@ -106,10 +106,21 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
     self._beam_pipeline_args, check_in_workers = beam_args(self._beam_pipeline_args,
                                                            len(entries))
-    with self._make_beam_pipeline() as pipeline:
-      build_pipeline(pipeline, data_dir, layout, entries, split_names, plan, max_pixels, policy,
-                     num_shards, examples.uri, check_in_workers)
-    finish(examples.uri, report.uri, split_names, header, verify=not check_in_workers)
+    # Decodes the workers' shards beside the pipeline's last stages, once they are announced.
+    verifier = (ShardVerifier(examples.uri, max_pixels)
+                if not check_in_workers and not num_shards else None)
+    try:
+      with self._make_beam_pipeline() as pipeline:
+        build_pipeline(pipeline, data_dir, layout, entries, split_names, plan, max_pixels, policy,
+                       num_shards, examples.uri, check_in_workers)
+        if verifier:
+          verifier.start()
+    except BaseException:
+      if verifier:
+        verifier.stop()
+      raise
+    finish(examples.uri, report.uri, split_names, header, verify=not check_in_workers,
+           verifier=verifier)
 
     # What TFX's BaseExampleGenExecutor.Do and ExampleGen driver set on the examples.
     examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
