@@ -22,6 +22,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -197,6 +198,8 @@ def main(argv=None) -> None:
   parser.add_argument('--beam_args', default=None,
                       help='the ExampleGen\'s beam_pipeline_args, space-separated (default: '
                       'what `--runner multi-processing --workers 2` passes it)')
+  parser.add_argument('--repeat', type=int, default=3,
+                      help='pairs of runs; the medians are compared (this VM\'s timings vary)')
   parser.add_argument('--out', default=os.path.join(SCRATCH, 'out'))
   parser.add_argument('--_child', choices=['beam', 'plain'], help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
@@ -221,27 +224,34 @@ def main(argv=None) -> None:
   print(f'data: {data_dir}; {os.cpu_count()} cores; ExampleGen beam_pipeline_args: '
         f'{args.beam_args or "none (its own choice)"}', flush=True)
   _warm_bytecode()
-  rows = {}
-  for mode in ('plain', 'beam'):
-    rows[mode] = _run_child(mode, data_dir, os.path.join(args.out, mode), args.beam_args)
-    print(f'  {mode} done in {rows[mode]["seconds"]:.1f} s', flush=True)
-  print(f'\n{"":28}{"images/s":>10}{"seconds":>9}{"CPU s":>8}{"img/CPU s":>10}{"ingested":>9}'
-        f'{"peak RSS":>10}{"peak PSS":>10}')
-  labels = {'plain': 'plain loop (1 process)',
-            'beam': 'ExampleGen (Beam)'}
-  for mode, row in rows.items():
-    row['images_per_s'] = row['ingested'] / row['seconds']
-    print(f'{labels[mode]:28}{row["images_per_s"]:>10.0f}{row["seconds"]:>9.1f}'
-          f'{row["cpu_seconds"]:>8.0f}{row["ingested"] / row["cpu_seconds"]:>10.0f}'
-          f'{row["ingested"]:>9}{row["peak_rss_mb"]:>7.0f} MB{row["peak_pss_mb"]:>7.0f} MB')
-  print('ExampleGen phases: ' + ', '.join(f'{name} {seconds:.1f} s' for name, seconds in
-                                         rows['beam']['phases'].items()))
-  ratio = rows['beam']['images_per_s'] / rows['plain']['images_per_s']
-  print(f'\nspeed-up {ratio:.2f}x (goal >= 1.5x on 2 cores); ExampleGen peak RSS '
-        f'{rows["beam"]["peak_rss_mb"]:.0f} MB, PSS {rows["beam"]["peak_pss_mb"]:.0f} MB '
-        f'(goal < 2048 MB); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores')
-  if rows['beam']['ingested'] != rows['plain']['ingested']:
-    raise SystemExit('the two runs ingested different numbers of images')
+  labels = {'plain': 'plain loop (1 process)', 'beam': 'ExampleGen (Beam)'}
+  runs = {'plain': [], 'beam': []}
+  print(f'{"":32}{"images/s":>10}{"seconds":>9}{"CPU s":>8}{"img/CPU s":>10}{"ingested":>9}'
+        f'{"peak RSS":>10}{"peak PSS":>10}', flush=True)
+  for attempt in range(1, args.repeat + 1):
+    for mode in ('plain', 'beam'):  # alternating, so that a slow spell hits both sides
+      row = _run_child(mode, data_dir, os.path.join(args.out, mode), args.beam_args)
+      row['images_per_s'] = row['ingested'] / row['seconds']
+      runs[mode].append(row)
+      print(f'{labels[mode] + f" #{attempt}":32}{row["images_per_s"]:>10.0f}'
+            f'{row["seconds"]:>9.1f}{row["cpu_seconds"]:>8.0f}'
+            f'{row["ingested"] / row["cpu_seconds"]:>10.0f}{row["ingested"]:>9}'
+            f'{row["peak_rss_mb"]:>7.0f} MB{row["peak_pss_mb"]:>7.0f} MB', flush=True)
+    print('  ExampleGen phases: ' + ', '.join(
+        f'{name} {seconds:.1f} s' for name, seconds in runs['beam'][-1]['phases'].items()),
+          flush=True)
+  if len({row['ingested'] for rows in runs.values() for row in rows}) != 1:
+    raise SystemExit('the runs ingested different numbers of images')
+  speed = {mode: statistics.median(row['images_per_s'] for row in rows)
+           for mode, rows in runs.items()}
+  ratios = [b['images_per_s'] / p['images_per_s'] for p, b in zip(runs['plain'], runs['beam'])]
+  peak_rss = max(row['peak_rss_mb'] for row in runs['beam'])
+  peak_pss = max(row['peak_pss_mb'] for row in runs['beam'])
+  print(f'\nmedian of {args.repeat}: ExampleGen {speed["beam"]:.0f} images/s, plain loop '
+        f'{speed["plain"]:.0f}: speed-up {speed["beam"] / speed["plain"]:.2f}x (goal >= 1.5x on '
+        f'2 cores; per pair: {", ".join(f"{r:.2f}x" for r in ratios)}); ExampleGen peak RSS '
+        f'{peak_rss:.0f} MB, PSS {peak_pss:.0f} MB (goal < 2048 MB); load average '
+        f'{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores')
 
 
 if __name__ == '__main__':
