@@ -1,6 +1,7 @@
 """`fakedetect`: the command line. User mistakes end in a message that says what to do, not a traceback."""
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -9,6 +10,7 @@ import warnings
 
 import click
 
+from components import perturb as perturb_lib
 from pipeline import config as config_lib
 
 DEFAULT_DEMO_DIR = 'demo_data'
@@ -273,7 +275,6 @@ def models() -> None:
 @click.option('--json', 'as_json', is_flag=True, help='Machine-readable rows.')
 def models_list(output, name, as_json) -> None:
   """Pushed versions, newest first: when, threshold, metrics, the run that blessed it."""
-  import json  # pylint: disable=g-import-not-at-top
   from pipeline import models as models_lib  # pylint: disable=g-import-not-at-top
   try:
     rows = models_lib.describe(_serving_root(output), name)
@@ -360,6 +361,39 @@ def predict(paths, model, output, fmt, batch_size, uncertain_band, max_bytes, ma
   click.echo(f"Scored {counts['scored']} ({counts['fake']} fake, {counts['uncertain']} "
              f"uncertain); {counts['errors']} could not be scored (see the error column).",
              err=True)
+
+
+@main.command('evaluate')
+@click.argument('data', type=click.Path(exists=True, file_okay=False))
+@click.option('--model', default=None, help=_MODEL_HELP)
+@click.option('--split', type=click.Choice(['train', 'eval', 'test']), default=None,
+              help='Only this split of the folder\'s layout (eval = val/valid folders); '
+              'default: every file.')
+@click.option('--perturb', 'perturbations', multiple=True,
+              type=click.Choice([name for name in perturb_lib.PERTURBATIONS
+                                 if name != perturb_lib.NONE]),
+              help='Also score every image after this perturbation (repeatable).')
+@click.option('--json', 'json_path', default=None, type=click.Path(dir_okay=False),
+              help='Also write the result, skipped files included, as JSON here.')
+@click.option('--batch-size', default=64, show_default=True, type=click.IntRange(1, 4096))
+def evaluate(data, model, split, perturbations, json_path, batch_size) -> None:
+  """Score a pushed model on a labelled folder it never saw (any layout `run` reads), through
+  serving_default on the raw files: accuracy, precision, recall, F1 and AUC, per source too."""
+  from pipeline import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  from pipeline import predict as predict_lib  # pylint: disable=g-import-not-at-top
+  model_dir = _find_model(model)
+  try:
+    labelled = evaluate_lib.read_labelled(data, split)
+  except evaluate_lib.EvaluateError as e:
+    raise UserError(str(e)) from None
+  threshold = predict_lib.Predictor(model_dir).threshold
+  click.echo(f'Model {model_dir} (threshold {threshold:.4f}); {len(labelled.rows)} images of '
+             f'{data}{f" (split {split})" if split else ""}.', err=True)
+  result = evaluate_lib.evaluate(model_dir, labelled, perturbations, batch_size, progress=True)
+  click.echo(evaluate_lib.format_result(result))
+  if json_path:
+    with open(json_path, 'w', encoding='utf-8') as f:
+      json.dump(result, f, indent=2)
 
 
 @main.command()

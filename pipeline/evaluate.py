@@ -1,0 +1,123 @@
+"""Scores a pushed model on a labelled folder it never saw: CIFAKE's official test split, a new
+generator's images, a newsroom's own collection.
+
+The folder is read as the ExampleGen reads one (any layout of layouts.py: labels and sources from
+the path); each file goes through `serving_default` on its raw bytes, as TF Serving would receive
+it, and is labelled by the model's own threshold. Optional perturbations (components/perturb.py)
+measure what a platform's re-encoding costs. A file that cannot be scored is counted with its
+reason, never dropped silently.
+"""
+
+import dataclasses
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from components import perturb
+from components import robustness
+from components.image_example_gen import layouts
+from pipeline import predict
+
+
+class EvaluateError(ValueError):
+  """A user mistake: the message says what to change."""
+
+
+@dataclasses.dataclass
+class Labelled:
+  rows: List[Dict[str, Any]]  # {'path', 'image_bytes', 'label', 'source'}
+  skipped: List[Tuple[str, str]]  # (path, reason)
+  layout: str
+  files_found: int
+
+
+def read_labelled(data_dir: str, split: Optional[str] = None,
+                  limits: predict.Limits = predict.Limits()) -> Labelled:
+  """Every file of `data_dir` (only `split`'s, if given) as a row to score, or skipped with why."""
+  try:
+    layout = layouts.detect(data_dir)
+  except ValueError as e:
+    raise EvaluateError(str(e)) from None
+  if split is not None and split not in layout.splits:
+    raise EvaluateError(
+        f'--split {split}: the {layout.name} layout of {data_dir} has '
+        + (f'the splits {", ".join(layout.splits)}.' if layout.splits else
+           'no split folders; leave out --split to score every file.'))
+  rows, skipped, found = [], [], 0
+  for rel_path, problem in layout.list_files(data_dir):
+    labelled = None if problem else layout.parse(rel_path)
+    if split is not None and labelled is not None and labelled.split != split:
+      continue  # another split's file
+    found += 1
+    if problem:
+      skipped.append((rel_path, layouts.problem_reason(problem)[1]))
+      continue
+    if labelled is None:
+      skipped.append((rel_path, f'outside the class folders of the {layout.name} layout'))
+      continue
+    data, error = predict.read_checked(layouts._join(data_dir, rel_path), limits)  # pylint: disable=protected-access
+    if error:
+      skipped.append((rel_path, error))
+      continue
+    rows.append({'path': rel_path, 'image_bytes': data, 'label': labelled.label,
+                 'source': labelled.source})
+  if not rows:
+    raise EvaluateError(f'No file of {data_dir}{f" (split {split})" if split else ""} can be '
+                        f'scored: {found} found, {len(skipped)} skipped'
+                        + (f', e.g. {skipped[0][0]}: {skipped[0][1]}.' if skipped else '.'))
+  return Labelled(rows, skipped, layout.name, found)
+
+
+def evaluate(model_dir: str, labelled: Labelled, perturbations: Sequence[str] = (),
+             batch_size: int = 64, progress: bool = False) -> Dict[str, Any]:
+  """Metrics at the model's threshold, per perturbation ('none' first) and per source."""
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  labels = np.array([row['label'] for row in labelled.rows])
+  sources = np.array([row['source'] for row in labelled.rows])
+  names = perturb.names(list(perturbations) or [perturb.NONE])
+  result: Dict[str, Any] = {
+      'model': model_dir, 'layout': labelled.layout, 'files_found': labelled.files_found,
+      'scored': len(labelled.rows), 'skipped': [
+          {'path': path, 'reason': reason} for path, reason in labelled.skipped],
+      'perturbations': {}, 'by_source': {}}
+  for name in tqdm(names, desc='perturbations', unit='pass', disable=not progress):
+    images = [perturb.perturb(row['image_bytes'], name) for row in labelled.rows]
+    probabilities, decisions = robustness.score(model_dir, images, batch_size)
+    result['perturbations'][name] = _with_f1(robustness.metrics(labels, probabilities,
+                                                                decisions))
+    result['perturbations'][name]['description'] = perturb.DESCRIPTIONS[name]
+    if name == perturb.NONE:
+      for source in sorted(set(sources)):
+        mine = sources == source
+        result['by_source'][source] = _with_f1(robustness.metrics(
+            labels[mine], probabilities[mine], decisions[mine]))
+  return result
+
+
+def _with_f1(metrics: Dict[str, float]) -> Dict[str, float]:
+  precision, recall = metrics['precision'], metrics['recall']
+  metrics['f1'] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+  return metrics
+
+
+def format_result(result: Dict[str, Any]) -> str:
+  """The tables `fakedetect evaluate` prints."""
+  columns = ('example_count', 'accuracy', 'precision', 'recall', 'f1', 'auc')
+  header = f'{"":28}{"images":>8}' + ''.join(f'{c:>11}' for c in columns[1:])
+
+  def line(name, metrics):
+    return (f'{name:28}{metrics["example_count"]:>8}' +
+            ''.join(f'{metrics[c]:>11.4f}' for c in columns[1:]))
+
+  out = [f'{result["scored"]} of {result["files_found"]} files scored ({result["layout"]} '
+         f'layout; fake is the positive class; labels at the model\'s own threshold).', '',
+         header]
+  out += [line(name, m) for name, m in result['perturbations'].items()]
+  if len(result['by_source']) > 1:
+    out += ['', 'by source (original files):', header]
+    out += [line(source, m) for source, m in result['by_source'].items()]
+  if result['skipped']:
+    out += ['', f'{len(result["skipped"])} files not scored, e.g.:']
+    out += [f'  {s["path"]}: {s["reason"]}' for s in result['skipped'][:5]]
+  return '\n'.join(out)
+
