@@ -91,7 +91,7 @@ def reuse_run(output: str, settings) -> dict:
 
 def run_plain_keras(data: str, image_size: int, hparams: dict, batch_size: int,
                     epochs: int, scheduled_epochs: int, lr_schedule: str,
-                    held_out: float) -> dict:
+                    held_out: float, precision: str) -> dict:
   """The baseline a user would write by hand: same model and epochs, no pipeline.
 
   held_out: the share kept from training, as the pipeline's eval + test splits are."""
@@ -102,6 +102,7 @@ def run_plain_keras(data: str, image_size: int, hparams: dict, batch_size: int,
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
   from components import augment  # pylint: disable=g-import-not-at-top
+  from components import distribute  # pylint: disable=g-import-not-at-top
   from components import model as model_lib  # pylint: disable=g-import-not-at-top
   from components import train as train_lib  # pylint: disable=g-import-not-at-top
 
@@ -119,6 +120,7 @@ def run_plain_keras(data: str, image_size: int, hparams: dict, batch_size: int,
   train = train.prefetch(tf.data.AUTOTUNE)
   val = val.map(scale).prefetch(tf.data.AUTOTUNE)
   keras.utils.set_random_seed(0)
+  distribute.set_precision(precision)  # the Trainer's dtype policy (train.precision)
   model = model_lib.build_from_hparams(image_size, hparams)
   callbacks = []
   if lr_schedule == 'cosine':
@@ -166,7 +168,8 @@ def main() -> None:
   for name in ('accuracy', 'precision', 'recall', 'f1', 'auc'):
     print(f'{name:>10}: {metrics.get(name, float("nan")):.4f}')
   print(f"epochs run: {summary.get('epochs_run')}, training images/s: "
-        f"{summary.get('train_images_per_second', 0):.0f} ({summary.get('training_device')})")
+        f"{summary.get('train_images_per_second', 0):.0f} ({summary.get('training_device')}, "
+        f"{summary.get('training_precision')})")
   print('wall time per component (s):')
   for node, seconds in summary['component_seconds'].items():
     print(f'  {node:<32} {seconds:8.1f}')
@@ -181,7 +184,8 @@ def main() -> None:
   plain = run_plain_keras(data, 32, summary['hyperparameters'], train.batch_size,
                           summary['epochs_run'], train.epochs, train.lr_schedule,
                           held_out=1 - config.data.train_percent / sum(
-                              config.data.split_ratios().values()))
+                              config.data.split_ratios().values()),
+                          precision=train.precision)
   print('\n== same model, plain Keras script (image_dataset_from_directory + fit) ==')
   print(f"val accuracy {plain['val_accuracy']:.4f}, val AUC {plain['val_auc']:.4f}, "
         f"fit {plain['fit_seconds']:.0f} s, total {plain['wall_seconds']:.0f} s")

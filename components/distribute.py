@@ -9,8 +9,12 @@
                 worker's role come from TF_CONFIG, which the platform (Vertex AI custom
                 training, a Kubeflow TFJob) sets on every worker
 
-Mixed precision (float16 compute) is switched on whenever a GPU is visible. TensorFlow is
-imported on use: the config imports STRATEGIES when the CLI starts and must not pay for it.
+`train.precision` (`set_precision`) picks Keras' dtype policy: `auto` is float16 compute on a GPU,
+bfloat16 compute on a CPU that has bfloat16 instructions (AVX512_BF16 or AMX: twice the
+throughput of float32 for this CNN), float32 elsewhere. Variables stay float32 either way, and
+the exported model always computes in float32 (`float32_copy`), so serving is the same on any
+machine. TensorFlow is imported on use: the config imports STRATEGIES and PRECISIONS when the
+CLI starts and must not pay for it.
 """
 
 import json
@@ -20,6 +24,9 @@ from typing import Any, Dict, Optional
 from absl import logging
 
 STRATEGIES = ('auto', 'one-device', 'mirrored', 'multi-worker')
+PRECISIONS = ('auto', 'float32', 'mixed_float16', 'mixed_bfloat16')
+# /proc/cpuinfo flags of CPUs with native bfloat16 arithmetic (oneDNN uses them).
+_BF16_CPU_FLAGS = ('avx512_bf16', 'amx_bf16')
 TF_CONFIG = 'TF_CONFIG'
 _TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
                       '"task": {"type": "worker", "index": 0}}')
@@ -76,12 +83,52 @@ def strategy(name: str):
     result = tf.distribute.OneDeviceStrategy('/gpu:0' if gpus else '/cpu:0')
   elif result is None:
     result = tf.distribute.get_strategy()
-  if gpus:
-    keras.mixed_precision.set_global_policy('mixed_float16')
   logging.info('Training on %s (%d GPU(s) visible, %d CPU cores): train.strategy=%s, %s with %d '
                'replica(s) in sync.', 'GPU' if gpus else 'CPU', len(gpus), os.cpu_count() or 1,
                name, type(result).__name__, result.num_replicas_in_sync)
   return result
+
+
+def cpu_has_bfloat16(cpuinfo_path: str = '/proc/cpuinfo') -> bool:
+  """Whether this CPU has bfloat16 instructions (Linux; False where it cannot tell)."""
+  try:
+    with open(cpuinfo_path) as f:
+      flags = next((line.split(':', 1)[1].split() for line in f if line.startswith('flags')), [])
+  except OSError:
+    return False
+  return any(flag in flags for flag in _BF16_CPU_FLAGS)
+
+
+def set_precision(name: str) -> str:
+  """Sets Keras' global dtype policy for `train.precision`; returns the policy's name.
+
+  Call it before building the model: a layer keeps the policy it was built under.
+  """
+  if name not in PRECISIONS:
+    raise StrategyError(f'Unknown train.precision {name!r}; one of {", ".join(PRECISIONS)}.')
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if name == 'auto':
+    if tf.config.list_physical_devices('GPU'):
+      name = 'mixed_float16'
+    else:
+      name = 'mixed_bfloat16' if cpu_has_bfloat16() else 'float32'
+  keras.mixed_precision.set_global_policy(name)
+  logging.info('Keras dtype policy %s (train.precision).', name)
+  return name
+
+
+def float32_copy(model, build):
+  """`model`'s weights in a float32 twin made by `build()`: what is exported and served, so
+  that serving computes alike on every machine and the threshold is chosen on its outputs.
+  Returns `model` itself if it already computes in float32. Leaves the policy at float32."""
+  import keras  # pylint: disable=g-import-not-at-top
+  if all(layer.compute_dtype == 'float32' for layer in model.layers):
+    return model
+  keras.mixed_precision.set_global_policy('float32')
+  twin = build()
+  twin.set_weights(model.get_weights())
+  return twin
 
 
 def _multi_worker():

@@ -142,6 +142,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   config = fn_args.custom_config
   train_config = config['train']
   strategy = distribute.strategy(train_config['strategy'])  # before any TF work
+  policy = distribute.set_precision(train_config['precision'])
   image_size = int(config['image_size'])
   keras.utils.set_random_seed(int(train_config['seed']))
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
@@ -173,6 +174,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                       epochs=int(train_config['epochs']), callbacks=callbacks, verbose=2)
   fit_seconds = time.monotonic() - started
 
+  model = distribute.float32_copy(model, lambda: model_lib.build_from_hparams(image_size, hparams))
   labels, probabilities = _predict(model, eval_set)
   threshold = choose_threshold(labels, probabilities, train_config['threshold_metric'])
   logging.info('Decision threshold %.4f (best %s on the eval split).', threshold,
@@ -186,6 +188,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
       'threshold': threshold,
       'fit_seconds': fit_seconds,
       'device': 'GPU' if tf.config.list_physical_devices('GPU') else 'CPU',
+      'precision': policy,
       # Counted during fit (the last batch of an epoch may be short: within one batch per
       # epoch); validation passes included, as that is what a user waits for.
       'train_images_per_second': batches.count * batch_size / max(fit_seconds, 1e-9),
@@ -237,6 +240,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
   config = fn_args.custom_config
   train_config, tuner_config = config['train'], config['tuner']
   image_size = int(config['image_size'])
+  distribute.set_precision(train_config['precision'])  # trials train as the Trainer will
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
   batch_size = int(train_config['batch_size'])
   tuner = keras_tuner.RandomSearch(

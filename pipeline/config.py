@@ -67,6 +67,9 @@ class TrainConfig:
   seed: int = 0
   # tf.distribute strategy (components/distribute.py): auto, one-device, mirrored, multi-worker.
   strategy: str = 'auto'
+  # Keras dtype policy while training: auto (float16 on GPU, bfloat16 on a CPU with bfloat16
+  # instructions, else float32), float32, mixed_float16, mixed_bfloat16. Serving is float32.
+  precision: str = 'auto'
 
 
 @dataclasses.dataclass
@@ -326,6 +329,9 @@ def validate(config: PipelineConfig) -> Optional[str]:
   if config.train.strategy not in distribute.STRATEGIES:
     return (f'train.strategy={config.train.strategy!r} is not one of '
             f'{", ".join(distribute.STRATEGIES)}.')
+  if config.train.precision not in distribute.PRECISIONS:
+    return (f'train.precision={config.train.precision!r} is not one of '
+            f'{", ".join(distribute.PRECISIONS)}.')
   return _runner_problem(config)
 
 

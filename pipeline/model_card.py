@@ -134,7 +134,9 @@ def _training_section(run: _Run) -> List[str]:
   hparams = s.get('hyperparameters') or meta.get('hyperparameters') or {}
   lines = ['## Training setup', '',
            f"- A small CNN (conv-BN-ReLU blocks, global average pooling, sigmoid), trained from "
-           f"scratch with Keras on {s.get('training_device') or 'CPU'}; "
+           f"scratch with Keras on {s.get('training_device') or 'CPU'}"
+           + (f" ({s['training_precision']} compute; the exported model computes in float32)"
+              if s.get('training_precision') not in (None, 'float32') else '') + '; '
            f"{s.get('epochs_run') or meta.get('epochs_run')} epochs run (early stopping on "
            'validation loss).',
            '- Hyperparameters: ' + ', '.join(f'{k}={v}' for k, v in sorted(hparams.items())) + '.',

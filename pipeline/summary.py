@@ -213,6 +213,7 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
       summary['hyperparameters'] = history.get('hyperparameters')
       summary['train_images_per_second'] = history.get('train_images_per_second')
       summary['training_device'] = history.get('device')
+      summary['training_precision'] = history.get('precision')
     curves = os.path.join(model_run.uri, 'training_curves.png')
     if tf.io.gfile.exists(curves):
       summary['training_curves'] = os.path.join(os.path.abspath(config.output_dir),

@@ -65,6 +65,62 @@ def test_config_validates_the_strategy_name():
   assert set(config_lib.TrainConfig().__dataclass_fields__) >= {'strategy'}
 
 
+@pytest.fixture
+def restore_policy():
+  import keras  # pylint: disable=g-import-not-at-top
+  before = keras.mixed_precision.global_policy().name
+  yield
+  keras.mixed_precision.set_global_policy(before)
+
+
+def test_cpu_bfloat16_support_is_read_from_the_cpu_flags(tmp_path):
+  cpuinfo = tmp_path / 'cpuinfo'
+  cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 fma\n')
+  assert distribute.cpu_has_bfloat16(str(cpuinfo))
+  cpuinfo.write_text('processor\t: 0\nflags\t\t: fpu avx2 avx512f fma\n')
+  assert not distribute.cpu_has_bfloat16(str(cpuinfo))
+  assert not distribute.cpu_has_bfloat16(str(tmp_path / 'missing'))
+
+
+def test_precision_sets_the_keras_policy_and_auto_follows_the_hardware(restore_policy):
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  for name in ('float32', 'mixed_bfloat16', 'mixed_float16'):
+    assert distribute.set_precision(name) == name
+    assert keras.mixed_precision.global_policy().name == name
+  expected = ('mixed_float16' if tf.config.list_physical_devices('GPU') else
+              'mixed_bfloat16' if distribute.cpu_has_bfloat16() else 'float32')
+  assert distribute.set_precision('auto') == expected
+  with pytest.raises(distribute.StrategyError, match='one of auto, float32'):
+    distribute.set_precision('int8')
+  config = config_lib.PipelineConfig().with_overrides(['train.precision=fp8'])
+  assert 'train.precision' in config_lib.validate(config)
+
+
+def test_a_bfloat16_trained_model_is_exported_as_a_float32_twin(restore_policy):
+  """The twin has the trained weights, computes in float32 and agrees with the mixed model."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from components import model as model_lib  # pylint: disable=g-import-not-at-top
+  hparams = {'learning_rate': 3e-3, 'width': 4, 'depth': 2, 'dropout': 0.1}
+  build = lambda: model_lib.build_from_hparams(16, hparams)
+  distribute.set_precision('mixed_bfloat16')
+  mixed = build()
+  assert mixed.layers[1].compute_dtype == 'bfloat16'
+  images = np.random.default_rng(0).random((32, 16, 16, 3), dtype=np.float32)
+  labels = (images.mean(axis=(1, 2, 3)) > 0.5).astype('float32')
+  mixed.fit(images, labels, batch_size=8, epochs=2, verbose=0)
+  twin = distribute.float32_copy(mixed, build)
+  assert twin is not mixed
+  assert {layer.compute_dtype for layer in twin.layers} == {'float32'}
+  assert keras.mixed_precision.global_policy().name == 'float32'
+  for a, b in zip(mixed.get_weights(), twin.get_weights()):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_allclose(twin.predict(images, verbose=0), mixed.predict(images, verbose=0),
+                             atol=0.03)
+  assert distribute.float32_copy(twin, build) is twin  # already float32: nothing to copy
+
+
 @pytest.mark.parametrize('raw, words', [
     (None, 'needs TF_CONFIG'),
     ('', 'needs TF_CONFIG'),
