@@ -89,8 +89,8 @@ def evaluate(model_dir: str, labelled: Labelled, perturbations: Sequence[str] = 
     if name == perturb.NONE:
       for source in sorted(set(sources)):
         mine = sources == source
-        result['by_source'][source] = _with_f1(robustness.metrics(
-            labels[mine], probabilities[mine], decisions[mine]))
+        result['by_source'][source] = robustness.metrics(labels[mine], probabilities[mine],
+                                                         decisions[mine])
   return result
 
 
@@ -114,8 +114,12 @@ def format_result(result: Dict[str, Any]) -> str:
          header]
   out += [line(name, m) for name, m in result['perturbations'].items()]
   if len(result['by_source']) > 1:
-    out += ['', 'by source (original files):', header]
-    out += [line(source, m) for source, m in result['by_source'].items()]
+    # One class per source: accuracy is recall on a fake source, specificity on a real one.
+    out += ['', 'by source (original files; one class each, so accuracy is recall on a fake '
+            'source, specificity on a real one):',
+            f'{"":28}{"images":>8}{"accuracy":>11}{"mean P(fake)":>14}']
+    out += [f'{source:28}{m["example_count"]:>8}{m["accuracy"]:>11.4f}'
+            f'{m["mean_fake_probability"]:>14.4f}' for source, m in result['by_source'].items()]
   if result['skipped']:
     out += ['', f'{len(result["skipped"])} files not scored, e.g.:']
     out += [f'  {s["path"]}: {s["reason"]}' for s in result['skipped'][:5]]
