@@ -59,42 +59,37 @@ def read_examples(examples_uri: str, split: str) -> List[Dict[str, Any]]:
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-  """ROC AUC as the Mann-Whitney statistic (ties count half); NaN without both classes."""
+  """ROC AUC (scikit-learn's; ties count half); NaN without both classes."""
+  from sklearn import metrics as sk_metrics  # pylint: disable=g-import-not-at-top
   labels = np.asarray(labels).astype(bool)
-  positives, negatives = scores[labels], scores[~labels]
-  if len(positives) == 0 or len(negatives) == 0:
+  if labels.all() or not labels.any():
     return float('nan')
-  order = np.argsort(np.concatenate([positives, negatives]), kind='mergesort')
-  ranks = np.empty(len(order))
-  ranks[order] = np.arange(1, len(order) + 1)
-  combined = np.concatenate([positives, negatives])
-  for value in np.unique(combined):  # average ranks of ties
-    tied = combined == value
-    ranks[tied] = ranks[tied].mean()
-  return float((ranks[:len(positives)].sum() - len(positives) * (len(positives) + 1) / 2) /
-               (len(positives) * len(negatives)))
+  return float(sk_metrics.roc_auc_score(labels, scores))
 
 
 def metrics(labels: np.ndarray, probabilities: np.ndarray, decisions: np.ndarray
             ) -> Dict[str, float]:
-  """Accuracy, precision, recall (at the model's own threshold), AUC, mean fake probability."""
+  """Accuracy, precision, recall, F1 (at the model's own threshold), AUC, mean P(fake)."""
   labels = np.asarray(labels).astype(int)
   decisions = np.asarray(decisions).astype(int)
   true_pos = int(((decisions == 1) & (labels == 1)).sum())
   predicted_pos, positives = int(decisions.sum()), int(labels.sum())
+  precision = true_pos / predicted_pos if predicted_pos else 0.0
+  recall = true_pos / positives if positives else 0.0
   return {
       'example_count': int(len(labels)),
       'accuracy': float((decisions == labels).mean()) if len(labels) else float('nan'),
-      'precision': true_pos / predicted_pos if predicted_pos else 0.0,
-      'recall': true_pos / positives if positives else 0.0,
+      'precision': precision,
+      'recall': recall,
+      'f1': 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
       'auc': auc(labels, np.asarray(probabilities, dtype=np.float64)),
       'mean_fake_probability': float(np.mean(probabilities)) if len(labels) else float('nan'),
   }
 
 
-def score(model_dir: str, images: List[bytes], batch_size: int = 64):
-  """(fake_probability, is_fake) for encoded images, through serving_default as TF Serving calls it."""
-  model = tf.saved_model.load(model_dir)
+def score(model, images: List[bytes], batch_size: int = 64):
+  """(fake_probability, is_fake) for encoded images, through serving_default as TF Serving calls
+  it; `model` is the loaded SavedModel (tf.saved_model.load), loaded once per caller."""
   signature = model.signatures[serve.SERVING_SIGNATURE]
   probabilities, decisions = [], []
   for start in range(0, len(images), batch_size):
@@ -108,11 +103,12 @@ def evaluate(model_dir: str, rows: List[Dict[str, Any]], perturbations=(),
              batch_size: int = 64) -> Dict[str, Any]:
   """{'perturbations': {name: metrics}, 'worst': name, ...} for the model on these examples."""
   labels = np.array([row['label'] for row in rows])
+  model = tf.saved_model.load(model_dir)
   by_name: Dict[str, Dict[str, float]] = {}
   clean_decisions = None
   for name in perturb.names(perturbations):
     images = [perturb.perturb(row['image_bytes'], name) for row in rows]
-    probabilities, decisions = score(model_dir, images, batch_size)
+    probabilities, decisions = score(model, images, batch_size)
     by_name[name] = metrics(labels, probabilities, decisions)
     if clean_decisions is None:
       clean_decisions = decisions

@@ -386,10 +386,10 @@ def evaluate(data, model, split, perturbations, json_path, batch_size) -> None:
     labelled = evaluate_lib.read_labelled(data, split)
   except evaluate_lib.EvaluateError as e:
     raise UserError(str(e)) from None
-  threshold = predict_lib.Predictor(model_dir).threshold
-  click.echo(f'Model {model_dir} (threshold {threshold:.4f}); {len(labelled.rows)} images of '
-             f'{data}{f" (split {split})" if split else ""}.', err=True)
-  result = evaluate_lib.evaluate(model_dir, labelled, perturbations, batch_size, progress=True)
+  predictor = predict_lib.Predictor(model_dir)
+  click.echo(f'Model {model_dir} (threshold {predictor.threshold:.4f}); {len(labelled.rows)} '
+             f'images of {data}{f" (split {split})" if split else ""}.', err=True)
+  result = evaluate_lib.evaluate(predictor, labelled, perturbations, batch_size, progress=True)
   click.echo(evaluate_lib.format_result(result))
   if json_path:
     with open(json_path, 'w', encoding='utf-8') as f:

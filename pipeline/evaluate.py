@@ -68,7 +68,7 @@ def read_labelled(data_dir: str, split: Optional[str] = None,
   return Labelled(rows, skipped, layout.name, found)
 
 
-def evaluate(model_dir: str, labelled: Labelled, perturbations: Sequence[str] = (),
+def evaluate(predictor: predict.Predictor, labelled: Labelled, perturbations: Sequence[str] = (),
              batch_size: int = 64, progress: bool = False) -> Dict[str, Any]:
   """Metrics at the model's threshold, per perturbation ('none' first) and per source."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
@@ -76,15 +76,14 @@ def evaluate(model_dir: str, labelled: Labelled, perturbations: Sequence[str] = 
   sources = np.array([row['source'] for row in labelled.rows])
   names = perturb.names(list(perturbations) or [perturb.NONE])
   result: Dict[str, Any] = {
-      'model': model_dir, 'layout': labelled.layout, 'files_found': labelled.files_found,
+      'model': predictor.model_dir, 'threshold': predictor.threshold, 'layout': labelled.layout, 'files_found': labelled.files_found,
       'scored': len(labelled.rows), 'skipped': [
           {'path': path, 'reason': reason} for path, reason in labelled.skipped],
       'perturbations': {}, 'by_source': {}}
   for name in tqdm(names, desc='perturbations', unit='pass', disable=not progress):
     images = [perturb.perturb(row['image_bytes'], name) for row in labelled.rows]
-    probabilities, decisions = robustness.score(model_dir, images, batch_size)
-    result['perturbations'][name] = _with_f1(robustness.metrics(labels, probabilities,
-                                                                decisions))
+    probabilities, decisions = robustness.score(predictor.loaded, images, batch_size)
+    result['perturbations'][name] = robustness.metrics(labels, probabilities, decisions)
     result['perturbations'][name]['description'] = perturb.DESCRIPTIONS[name]
     if name == perturb.NONE:
       for source in sorted(set(sources)):
@@ -92,12 +91,6 @@ def evaluate(model_dir: str, labelled: Labelled, perturbations: Sequence[str] = 
         result['by_source'][source] = robustness.metrics(labels[mine], probabilities[mine],
                                                          decisions[mine])
   return result
-
-
-def _with_f1(metrics: Dict[str, float]) -> Dict[str, float]:
-  precision, recall = metrics['precision'], metrics['recall']
-  metrics['f1'] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-  return metrics
 
 
 def format_result(result: Dict[str, Any]) -> str:

@@ -48,9 +48,8 @@ def test_reads_only_the_split_asked_and_says_why_a_file_was_not_scored(cifake_li
 def test_metrics_match_serving_default_on_the_same_files(pushed, cifake_like):
   from pipeline import evaluate, predict
   labelled = evaluate.read_labelled(str(cifake_like), 'test')
-  result = evaluate.evaluate(pushed['model_dir'] + '/' + str(helpers.VERSIONS[1][0]), labelled,
-                             ['jpeg_q75'])
   predictor = predict.Predictor(pushed['model_dir'] + '/' + str(helpers.VERSIONS[1][0]))
+  result = evaluate.evaluate(predictor, labelled, ['jpeg_q75'])
   probabilities = predictor.score([row['image_bytes'] for row in labelled.rows])
   labels = np.array([row['label'] for row in labelled.rows])
   decisions = (probabilities >= predictor.threshold).astype(int)
