@@ -19,6 +19,7 @@ setup(
         'keras-tuner==1.4.7',
         'pillow',
         'matplotlib',
+        'scikit-learn',  # ROC AUC (components/robustness.py); pinned via TFMA in the lock
         'tqdm',
         'click',
     ],
