@@ -9,12 +9,12 @@
                 worker's role come from TF_CONFIG, which the platform (Vertex AI custom
                 training, a Kubeflow TFJob) sets on every worker
 
-`train.precision` (`set_precision`) picks Keras' dtype policy: `auto` is float16 compute on a GPU,
-bfloat16 compute on a CPU that has bfloat16 instructions (AVX512_BF16 or AMX: CIFAKE epochs
-1.3 to 1.4x faster than float32 here, input pipeline included), float32 elsewhere. Variables stay float32 either way, and
-the exported model always computes in float32 (`float32_copy`), so serving is the same on any
-machine. TensorFlow is imported on use: the config imports STRATEGIES and PRECISIONS when the
-CLI starts and must not pay for it.
+`train.precision` (`set_precision`) picks Keras' dtype policy: `auto` is float16 compute on a
+GPU, bfloat16 compute on a CPU that has bfloat16 instructions (AVX512_BF16 or AMX: CIFAKE epochs
+1.3 to 1.4x faster than float32 here, input pipeline included), float32 elsewhere. Variables
+stay float32 either way, and the exported model always computes in float32 (`float32_copy`), so
+serving is the same on any machine. TensorFlow is imported on use: the config imports
+STRATEGIES and PRECISIONS when the CLI starts and must not pay for it.
 """
 
 import json

@@ -55,7 +55,7 @@ def read_labelled(data_dir: str, split: Optional[str] = None,
     if labelled is None:
       skipped.append((rel_path, f'outside the class folders of the {layout.name} layout'))
       continue
-    data, error = predict.read_checked(layouts._join(data_dir, rel_path), limits)  # pylint: disable=protected-access
+    data, error = predict.read_checked(layouts.join(data_dir, rel_path), limits)
     if error:
       skipped.append((rel_path, error))
       continue
@@ -76,9 +76,10 @@ def evaluate(predictor: predict.Predictor, labelled: Labelled, perturbations: Se
   sources = np.array([row['source'] for row in labelled.rows])
   names = perturb.names(list(perturbations) or [perturb.NONE])
   result: Dict[str, Any] = {
-      'model': predictor.model_dir, 'threshold': predictor.threshold, 'layout': labelled.layout, 'files_found': labelled.files_found,
-      'scored': len(labelled.rows), 'skipped': [
-          {'path': path, 'reason': reason} for path, reason in labelled.skipped],
+      'model': predictor.model_dir, 'threshold': predictor.threshold,
+      'layout': labelled.layout, 'files_found': labelled.files_found,
+      'scored': len(labelled.rows),
+      'skipped': [{'path': path, 'reason': reason} for path, reason in labelled.skipped],
       'perturbations': {}, 'by_source': {}}
   for name in tqdm(names, desc='perturbations', unit='pass', disable=not progress):
     images = [perturb.perturb(row['image_bytes'], name) for row in labelled.rows]
@@ -117,4 +118,3 @@ def format_result(result: Dict[str, Any]) -> str:
     out += ['', f'{len(result["skipped"])} files not scored, e.g.:']
     out += [f'  {s["path"]}: {s["reason"]}' for s in result['skipped'][:5]]
   return '\n'.join(out)
-

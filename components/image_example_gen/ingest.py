@@ -311,7 +311,7 @@ class ImageReader:
       yield hashlib.sha256(data).hexdigest(), labelled.split
 
   def read_bytes(self, rel_path: str) -> bytes:
-    path = layouts._join(self._data_dir, rel_path)  # pylint: disable=protected-access
+    path = layouts.join(self._data_dir, rel_path)
     try:
       if layouts.is_remote(self._data_dir):
         with _tf().io.gfile.GFile(path, 'rb') as f:

@@ -135,7 +135,7 @@ class SplitClassLayout(_TopSplitsLayout):
     present = [name for name in top if name in SPLIT_FOLDERS]
     if not present or any(SPLIT_FOLDERS[n] == 'eval' for n in present) != self._with_eval:
       return False
-    return all(set(CLASS_FOLDERS) <= set(_subfolders(_join(data_dir, top[n]))) for n in present)
+    return all(set(CLASS_FOLDERS) <= set(_subfolders(join(data_dir, top[n]))) for n in present)
 
   def parse(self, rel_path: str) -> Optional[Labelled]:
     parts = rel_path.split('/')
@@ -186,7 +186,7 @@ class ForenSynthsLayout(_TopSplitsLayout):
     top = _subfolders(data_dir)
     present = [top[n] for n in top if n in SPLIT_FOLDERS]
     return bool(present) and all(
-        _has_class_folder(_join(data_dir, folder), _FORENSYNTHS_CLASSES, depth=3)
+        _has_class_folder(join(data_dir, folder), _FORENSYNTHS_CLASSES, depth=3)
         for folder in present)
 
   def parse(self, rel_path: str) -> Optional[Labelled]:
@@ -222,15 +222,15 @@ class GenImageLayout(Layout):
     top = _subfolders(data_dir)
     if not top or any(n in SPLIT_FOLDERS or n in CLASS_FOLDERS for n in top):
       return False
-    return any(self._split_roots(_join(data_dir, folder)) for folder in top.values())
+    return any(self._split_roots(join(data_dir, folder)) for folder in top.values())
 
   def _split_roots(self, generator_dir: str) -> List[str]:
     """Split folders holding ai/ or nature/, directly in generator_dir or one level down."""
     found = []
-    for level in (generator_dir, *[_join(generator_dir, f)
+    for level in (generator_dir, *[join(generator_dir, f)
                                    for f in _subfolders(generator_dir).values()]):
       for name, actual in _subfolders(level).items():
-        if name in SPLIT_FOLDERS and set(_subfolders(_join(level, actual))) & set(
+        if name in SPLIT_FOLDERS and set(_subfolders(join(level, actual))) & set(
             _GENIMAGE_CLASSES):
           found.append(name)
       if found:
@@ -239,7 +239,7 @@ class GenImageLayout(Layout):
 
   def bind(self, data_dir: str) -> Layout:
     names = [n for folder in _subfolders(data_dir).values()
-             for n in self._split_roots(_join(data_dir, folder))]
+             for n in self._split_roots(join(data_dir, folder))]
     return self._with_splits(_splits_present(names))
 
   def parse(self, rel_path: str) -> Optional[Labelled]:
@@ -283,14 +283,14 @@ class ManifestLayout(Layout):
       names = sorted(_listdir(data_dir))
     except OSError:
       return []
-    return [n for n in names if n.lower().endswith('.csv') and not _isdir(_join(data_dir, n))
-            and {'path', 'label'} <= set(_csv_header(_join(data_dir, n)))]
+    return [n for n in names if n.lower().endswith('.csv') and not _isdir(join(data_dir, n))
+            and {'path', 'label'} <= set(_csv_header(join(data_dir, n)))]
 
   def bind(self, data_dir: str) -> Layout:
     """Reads the manifest once, in the driver; the workers get {path: label} with the layout."""
     bound = ManifestLayout()
     bound.manifest = self._candidates(data_dir)[0]
-    with _open_text(_join(data_dir, bound.manifest)) as f:
+    with _open_text(join(data_dir, bound.manifest)) as f:
       for line, row in enumerate(csv.DictReader(f), start=2):
         path = (row.get('path') or '').strip().replace(os.sep, '/')
         path = posixpath.normpath(path) if path else ''
@@ -341,7 +341,7 @@ def _has_class_folder(folder: str, classes, depth: int) -> bool:
   sub = _subfolders(folder)
   if set(sub) & set(classes):
     return True
-  return depth > 1 and any(_has_class_folder(_join(folder, actual), classes, depth - 1)
+  return depth > 1 and any(_has_class_folder(join(folder, actual), classes, depth - 1)
                            for actual in sub.values())
 
 
@@ -438,7 +438,7 @@ def fingerprint(data_dir: str) -> str:
     try:
       if is_remote(data_dir):
         from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
-        info = fileio.stat(_join(data_dir, rel))
+        info = fileio.stat(join(data_dir, rel))
         size, mtime = info.length, int(info.mtime_nsec // 1_000_000_000)
       else:
         info = os.stat(os.path.join(data_dir, rel))
@@ -457,7 +457,8 @@ def is_remote(path: str) -> bool:
   return '://' in path
 
 
-def _join(base: str, rel: str) -> str:
+def join(base: str, rel: str) -> str:
+  """A layout's relative path under its folder, local or remote (gs://, s3://: '/' always)."""
   return posixpath.join(base, rel) if is_remote(base) else os.path.join(base, rel)
 
 
@@ -484,14 +485,14 @@ def _subfolders(path: str) -> Dict[str, str]:
     names = _listdir(path)
   except OSError:
     return {}
-  return {name.lower(): name for name in names if _isdir(_join(path, name))}
+  return {name.lower(): name for name in names if _isdir(join(path, name))}
 
 
 def _describe_top(data_dir: str, limit: int = 20) -> str:
   names = sorted(_listdir(data_dir))
   if not names:
     return 'an empty folder'
-  shown = [n + '/' if _isdir(_join(data_dir, n)) else n for n in names[:limit]]
+  shown = [n + '/' if _isdir(join(data_dir, n)) else n for n in names[:limit]]
   more = f' and {len(names) - limit} more' if len(names) > limit else ''
   return ', '.join(shown) + more
 
