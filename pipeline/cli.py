@@ -375,8 +375,12 @@ def predict(paths, model, output, fmt, batch_size, uncertain_band, max_bytes, ma
               help='Also score every image after this perturbation (repeatable).')
 @click.option('--json', 'json_path', default=None, type=click.Path(dir_okay=False),
               help='Also write the result, skipped files included, as JSON here.')
+@click.option('--predictions', 'predictions_path', default=None,
+              type=click.Path(dir_okay=False),
+              help='Also write one CSV row per file (P(fake), decision, correct, and P(fake) '
+              'after each --perturb) here: the files the model gets wrong.')
 @click.option('--batch-size', default=64, show_default=True, type=click.IntRange(1, 4096))
-def evaluate(data, model, split, perturbations, json_path, batch_size) -> None:
+def evaluate(data, model, split, perturbations, json_path, predictions_path, batch_size) -> None:
   """Score a pushed model on a labelled folder it never saw (any layout `run` reads), through
   serving_default on the raw files: accuracy, precision, recall, F1 and AUC, per source too."""
   from pipeline import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
@@ -389,11 +393,15 @@ def evaluate(data, model, split, perturbations, json_path, batch_size) -> None:
   predictor = predict_lib.Predictor(model_dir)
   click.echo(f'Model {model_dir} (threshold {predictor.threshold:.4f}); {len(labelled.rows)} '
              f'images of {data}{f" (split {split})" if split else ""}.', err=True)
-  result = evaluate_lib.evaluate(predictor, labelled, perturbations, batch_size, progress=True)
+  result = evaluate_lib.evaluate(predictor, labelled, perturbations, batch_size, progress=True,
+                                 keep_probabilities=bool(predictions_path))
   click.echo(evaluate_lib.format_result(result))
+  if predictions_path:
+    evaluate_lib.write_predictions(predictions_path, labelled, result)
+    click.echo(f'Per-file predictions: {predictions_path}', err=True)
   if json_path:
     with open(json_path, 'w', encoding='utf-8') as f:
-      json.dump(result, f, indent=2)
+      json.dump({k: v for k, v in result.items() if k != 'probabilities'}, f, indent=2)
 
 
 @main.command()

@@ -1,5 +1,6 @@
 """`fakedetect evaluate`: a pushed model scored on a labelled folder, through serving_default."""
 
+import csv
 import json
 
 import numpy as np
@@ -68,14 +69,33 @@ def test_cli_prints_the_table_writes_json_and_explains_user_mistakes(pushed, cif
   from pipeline import cli
   runner = CliRunner()
   out = tmp_path / 'result.json'
+  per_file = tmp_path / 'predictions.csv'
   result = runner.invoke(cli.main, ['evaluate', str(cifake_like), '--model', pushed['output'],
                                     '--split', 'test', '--perturb', 'jpeg_q75', '--json',
-                                    str(out)])
+                                    str(out), '--predictions', str(per_file)])
   assert result.exit_code == 0, result.output
   assert '10 of 12 files scored (cifake layout' in result.stdout
   assert 'jpeg_q75' in result.stdout and 'test/FAKE/empty.jpg' in result.stdout
   saved = json.loads(out.read_text())
   assert saved['perturbations']['none']['example_count'] == 10
+  assert 'probabilities' not in saved
+
+  # The per-file CSV: every file of the split once, scored ones agreeing with the totals.
+  rows = list(csv.DictReader(per_file.open()))
+  assert sorted(row['path'] for row in rows) == sorted(
+      [f'test/{cls}/{i}.jpg' for cls in ('REAL', 'FAKE') for i in range(5)]
+      + ['test/FAKE/empty.jpg', 'test/notes.txt'])
+  scored = [row for row in rows if not row['error']]
+  assert len(scored) == 10
+  threshold = saved['threshold']
+  for row in scored:
+    assert row['label'] == ('fake' if '/FAKE/' in row['path'] else 'real')
+    assert int(row['is_fake']) == (float(row['fake_probability']) >= threshold)
+    assert int(row['correct']) == (int(row['is_fake']) == (row['label'] == 'fake'))
+    assert 0.0 <= float(row['fake_probability_jpeg_q75']) <= 1.0
+  assert np.mean([int(row['correct']) for row in scored]) == pytest.approx(
+      saved['perturbations']['none']['accuracy'])
+  assert 'empty' in next(row for row in rows if row['path'].endswith('empty.jpg'))['error']
 
   plain = tmp_path / 'plain'
   for cls in ('real', 'fake'):
