@@ -49,12 +49,16 @@ def read_examples(examples_uri: str, split: str) -> List[Dict[str, Any]]:
   if not files:
     raise ValueError(f'No examples for split {split!r} under {examples_uri}.')
   spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
-          features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+          features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+          features.PATH_KEY: tf.io.FixedLenFeature([], tf.string, default_value=''),
+          features.SOURCE_KEY: tf.io.FixedLenFeature([], tf.string, default_value='')}
   rows = []
   for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
     parsed = tf.io.parse_single_example(record, spec)
     rows.append({'image_bytes': parsed[features.IMAGE_KEY].numpy(),
-                 'label': int(parsed[features.LABEL_KEY].numpy())})
+                 'label': int(parsed[features.LABEL_KEY].numpy()),
+                 'path': parsed[features.PATH_KEY].numpy().decode('utf-8', 'replace'),
+                 'source': parsed[features.SOURCE_KEY].numpy().decode('utf-8', 'replace')})
   return rows
 
 
@@ -99,9 +103,23 @@ def score(model, images: List[bytes], batch_size: int = 64):
   return np.concatenate(probabilities), np.concatenate(decisions)
 
 
+def confident_mistakes(rows: List[Dict[str, Any]], probabilities: np.ndarray,
+                       decisions: np.ndarray, per_class: int = 5) -> Dict[str, List[Dict]]:
+  """The wrong verdicts the model was surest of, per true class ('real': reals called fake,
+  highest P(fake) first; 'fake': fakes called real, lowest first): where it fails, by file."""
+  mistakes = {}
+  for label, name in enumerate(features.LABEL_NAMES):
+    wrong = [i for i, row in enumerate(rows) if row['label'] == label and decisions[i] != label]
+    wrong.sort(key=lambda i: -probabilities[i] if label == 0 else probabilities[i])
+    mistakes[name] = [{'path': rows[i].get('path', ''), 'source': rows[i].get('source', ''),
+                       'fake_probability': float(probabilities[i])} for i in wrong[:per_class]]
+  return mistakes
+
+
 def evaluate(model_dir: str, rows: List[Dict[str, Any]], perturbations=(),
              batch_size: int = 64) -> Dict[str, Any]:
-  """{'perturbations': {name: metrics}, 'worst': name, ...} for the model on these examples."""
+  """{'perturbations': {name: metrics}, 'worst': name, 'mistakes': confident_mistakes, ...}
+  for the model on these examples."""
   labels = np.array([row['label'] for row in rows])
   model = tf.saved_model.load(model_dir)
   by_name: Dict[str, Dict[str, float]] = {}
@@ -112,6 +130,7 @@ def evaluate(model_dir: str, rows: List[Dict[str, Any]], perturbations=(),
     by_name[name] = metrics(labels, probabilities, decisions)
     if clean_decisions is None:
       clean_decisions = decisions
+      mistakes = confident_mistakes(rows, probabilities, decisions)
     # How often the perturbation alone changes the model's verdict on the same image.
     by_name[name]['flip_rate'] = float((decisions != clean_decisions).mean())
     by_name[name]['accuracy_drop'] = by_name[perturb.NONE]['accuracy'] - by_name[name]['accuracy']
@@ -119,7 +138,7 @@ def evaluate(model_dir: str, rows: List[Dict[str, Any]], perturbations=(),
   perturbed = [n for n in by_name if n != perturb.NONE]
   worst = min(perturbed, key=lambda n: by_name[n]['accuracy']) if perturbed else perturb.NONE
   return {'perturbations': by_name, 'worst': worst,
-          'worst_accuracy': by_name[worst]['accuracy']}
+          'worst_accuracy': by_name[worst]['accuracy'], 'mistakes': mistakes}
 
 
 def verdict(result: Dict[str, Any], min_accuracy: float) -> List[str]:

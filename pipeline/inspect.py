@@ -193,6 +193,11 @@ def render(inspection: Inspection) -> str:
               _text_table(['perturbation'] + list(ROBUSTNESS_METRICS), _robustness_rows(inspection)),
               f"worst: {rob.get('worst')} (accuracy {_fmt(rob.get('worst_accuracy'))}); bar "
               f"{_fmt(rob.get('min_accuracy')) if rob.get('min_accuracy') else 'off'}"]
+    for cls, title in (('real', 'reals called fake'), ('fake', 'fakes called real')):
+      mistakes = (rob.get('mistakes') or {}).get(cls)
+      if mistakes:
+        lines += [f'surest mistakes, {title}:'] + [
+            f"  {m['path']}  P(fake) {_fmt(m['fake_probability'])}" for m in mistakes]
   lines += ['', verdict(inspection)]
   return '\n'.join(lines)
 

@@ -191,6 +191,27 @@ def _evaluation_section(run: _Run) -> List[str]:
                     [[name, m.get('description'), m.get('accuracy'), m.get('precision'),
                       m.get('recall'), m.get('auc'), m.get('flip_rate')]
                      for name, m in rob.get('perturbations', {}).items()])
+    lines += _mistakes(rob)
+  return lines
+
+
+def _mistakes(rob: Dict[str, Any]) -> List[str]:
+  """The files to open first when asking where the model fails (robustness.json 'mistakes')."""
+  mistakes = rob.get('mistakes')
+  if mistakes is None:
+    return []
+  lines = ['### Most confident mistakes', '',
+           f"The wrong verdicts the model was surest of on the `{rob.get('split')}` split "
+           '(paths relative to the data folder): look at these images for what the errors '
+           'have in common.', '']
+  for cls, title in (('real', 'Real images called fake'), ('fake', 'Fake images called real')):
+    rows = mistakes.get(cls) or []
+    if rows:
+      lines += [f'{title}:', '']
+      lines += _table(['path', 'source', 'P(fake)'],
+                      [[f"`{m['path']}`", m['source'], m['fake_probability']] for m in rows])
+    else:
+      lines += [f'{title}: none.', '']
   return lines
 
 

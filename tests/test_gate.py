@@ -35,12 +35,29 @@ def test_good_model_is_blessed_pushed_and_carries_a_model_card(runs):
   assert card_path == os.path.join(summary['pushed_model'], 'assets.extra', 'model_card.md')
   card = open(card_path, encoding='utf-8').read()
   for section in ('## Intended use', '## Training data', '## Training setup', '## Evaluation',
-                  '### Per slice', '### Under perturbation', '## Limitations',
+                  '### Per slice', '### Under perturbation', '### Most confident mistakes',
+                  '## Limitations',
                   '## Ethical considerations', 'not proof'):
     assert section in card, section
   assert f"{summary['threshold']:.3f}" in card
   assert 'jpeg_q75' in card and 'source=' in card
   assert os.path.isfile(os.path.join(summary['pushed_model'], 'assets.extra', 'model_card.html'))
+
+
+def test_robustness_names_the_files_of_the_most_confident_mistakes(runs):
+  record = runs['worse_than_baseline']  # shuffled labels: refused for accuracy, so it errs
+  rob = _robustness(record)
+  data = os.path.join(os.path.dirname(record['output']), 'data')
+  reals, fakes = rob['mistakes']['real'], rob['mistakes']['fake']
+  assert reals or fakes
+  assert len(reals) <= 5 and len(fakes) <= 5
+  for mistake in reals + fakes:
+    assert os.path.isfile(os.path.join(data, mistake['path'])), mistake
+  assert all(m['fake_probability'] >= rob['threshold'] for m in reals)  # called fake
+  assert all(m['fake_probability'] < rob['threshold'] for m in fakes)  # called real
+  assert [m['fake_probability'] for m in reals] == sorted(
+      (m['fake_probability'] for m in reals), reverse=True)
+  assert [m['fake_probability'] for m in fakes] == sorted(m['fake_probability'] for m in fakes)
 
 
 def test_model_worse_than_the_baseline_is_refused_by_the_change_threshold_only(runs):
@@ -98,3 +115,17 @@ def test_robustness_metrics_and_verdict():
   assert robustness.verdict(result, 0.0) == []
   assert robustness.verdict(result, 0.8) == [
       'accuracy under jpeg_q50 0.6000 is below the robustness bar 0.8 (short by 0.2000)']
+
+
+def test_confident_mistakes_are_the_surest_wrong_verdicts_per_class():
+  from components import robustness  # pylint: disable=g-import-not-at-top
+  rows = [{'label': label, 'path': f'{i}.png', 'source': 'cam' if label == 0 else 'gen'}
+          for i, label in enumerate([0, 0, 0, 1, 1, 1])]
+  probabilities = np.array([0.9, 0.6, 0.1, 0.2, 0.05, 0.8])
+  decisions = (probabilities >= 0.5).astype(int)
+  mistakes = robustness.confident_mistakes(rows, probabilities, decisions)
+  assert [m['path'] for m in mistakes['real']] == ['0.png', '1.png']  # surest first
+  assert [m['path'] for m in mistakes['fake']] == ['4.png', '3.png']
+  assert mistakes['fake'][0] == {'path': '4.png', 'source': 'gen', 'fake_probability': 0.05}
+  assert robustness.confident_mistakes(rows, probabilities, decisions, per_class=1)['real'] == [
+      mistakes['real'][0]]
