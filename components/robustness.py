@@ -111,7 +111,7 @@ def confident_mistakes(rows: List[Dict[str, Any]], probabilities: np.ndarray,
   for label, name in enumerate(features.LABEL_NAMES):
     wrong = [i for i, row in enumerate(rows) if row['label'] == label and decisions[i] != label]
     wrong.sort(key=lambda i: -probabilities[i] if label == 0 else probabilities[i])
-    mistakes[name] = [{'path': rows[i].get('path', ''), 'source': rows[i].get('source', ''),
+    mistakes[name] = [{'path': rows[i]['path'], 'source': rows[i]['source'],
                        'fake_probability': float(probabilities[i])} for i in wrong[:per_class]]
   return mistakes
 

@@ -394,14 +394,14 @@ def evaluate(data, model, split, perturbations, json_path, predictions_path, bat
   click.echo(f'Model {model_dir} (threshold {predictor.threshold:.4f}); {len(labelled.rows)} '
              f'images of {data}{f" (split {split})" if split else ""}.', err=True)
   result = evaluate_lib.evaluate(predictor, labelled, perturbations, batch_size, progress=True,
-                                 keep_probabilities=bool(predictions_path))
+                                 keep_per_file=bool(predictions_path))
   click.echo(evaluate_lib.format_result(result))
   if predictions_path:
     evaluate_lib.write_predictions(predictions_path, labelled, result)
     click.echo(f'Per-file predictions: {predictions_path}', err=True)
   if json_path:
     with open(json_path, 'w', encoding='utf-8') as f:
-      json.dump({k: v for k, v in result.items() if k != 'probabilities'}, f, indent=2)
+      json.dump({k: v for k, v in result.items() if k != 'per_file'}, f, indent=2)
 
 
 @main.command()

@@ -72,11 +72,11 @@ def read_labelled(data_dir: str, split: Optional[str] = None,
 
 def evaluate(predictor: predict.Predictor, labelled: Labelled, perturbations: Sequence[str] = (),
              batch_size: int = 64, progress: bool = False,
-             keep_probabilities: bool = False) -> Dict[str, Any]:
+             keep_per_file: bool = False) -> Dict[str, Any]:
   """Metrics at the model's threshold, per perturbation ('none' first) and per source.
 
-  keep_probabilities adds each file's P(fake) per perturbation under 'probabilities', for
-  write_predictions (left out by default: it is one float per file and pass).
+  keep_per_file adds each file's serving outputs per perturbation under 'per_file' ({name:
+  {'fake_probability': [...], 'is_fake': [...]}}), for write_predictions; left out by default.
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   labels = np.array([row['label'] for row in labelled.rows])
@@ -88,15 +88,16 @@ def evaluate(predictor: predict.Predictor, labelled: Labelled, perturbations: Se
       'scored': len(labelled.rows),
       'skipped': [{'path': path, 'reason': reason} for path, reason in labelled.skipped],
       'perturbations': {}, 'by_source': {}}
-  if keep_probabilities:
-    result['probabilities'] = {}
+  if keep_per_file:
+    result['per_file'] = {}
   for name in tqdm(names, desc='perturbations', unit='pass', disable=not progress):
     images = [perturb.perturb(row['image_bytes'], name) for row in labelled.rows]
     probabilities, decisions = robustness.score(predictor.loaded, images, batch_size)
     result['perturbations'][name] = robustness.metrics(labels, probabilities, decisions)
     result['perturbations'][name]['description'] = perturb.DESCRIPTIONS[name]
-    if keep_probabilities:
-      result['probabilities'][name] = [float(p) for p in probabilities]
+    if keep_per_file:
+      result['per_file'][name] = {'fake_probability': probabilities.tolist(),
+                                  'is_fake': decisions.tolist()}
     if name == perturb.NONE:
       for source in sorted(set(sources)):
         mine = sources == source
@@ -108,24 +109,26 @@ def evaluate(predictor: predict.Predictor, labelled: Labelled, perturbations: Se
 def write_predictions(path: str, labelled: Labelled, result: Dict[str, Any]) -> None:
   """One CSV row per file, so a user can open the images the model gets wrong.
 
-  Columns: path, label, source, fake_probability and is_fake at the model's threshold, correct,
-  then P(fake) after each perturbation; files that could not be scored follow with their error.
+  Columns: path, label, source, fake_probability and is_fake as serving_default returned them,
+  correct, then P(fake) after each perturbation; files that could not be scored follow with
+  their error. Needs evaluate(..., keep_per_file=True).
   """
-  probabilities = result['probabilities']
-  perturbed = [name for name in probabilities if name != perturb.NONE]
+  per_file = result['per_file']
+  clean = per_file[perturb.NONE]
+  perturbed = [name for name in per_file if name != perturb.NONE]
   fields = (['path', 'label', 'source', 'fake_probability', 'is_fake', 'correct']
             + [f'fake_probability_{name}' for name in perturbed] + ['error'])
   with open(path, 'w', encoding='utf-8', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=fields, lineterminator='\n')
     writer.writeheader()
     for i, row in enumerate(labelled.rows):
-      probability = probabilities[perturb.NONE][i]
-      is_fake = int(probability >= result['threshold'])
+      is_fake = int(clean['is_fake'][i])
       writer.writerow({
           'path': row['path'], 'label': features.LABEL_NAMES[row['label']],
-          'source': row['source'], 'fake_probability': f'{probability:.6f}',
+          'source': row['source'], 'fake_probability': f"{clean['fake_probability'][i]:.6f}",
           'is_fake': is_fake, 'correct': int(is_fake == row['label']), 'error': '',
-          **{f'fake_probability_{name}': f'{probabilities[name][i]:.6f}' for name in perturbed}})
+          **{f'fake_probability_{name}': f"{per_file[name]['fake_probability'][i]:.6f}"
+             for name in perturbed}})
     for rel_path, reason in labelled.skipped:
       writer.writerow({'path': rel_path, 'error': reason})
 

@@ -78,7 +78,7 @@ def test_cli_prints_the_table_writes_json_and_explains_user_mistakes(pushed, cif
   assert 'jpeg_q75' in result.stdout and 'test/FAKE/empty.jpg' in result.stdout
   saved = json.loads(out.read_text())
   assert saved['perturbations']['none']['example_count'] == 10
-  assert 'probabilities' not in saved
+  assert 'per_file' not in saved
 
   # The per-file CSV: every file of the split once, scored ones agreeing with the totals.
   rows = list(csv.DictReader(per_file.open()))
