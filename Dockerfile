@@ -10,4 +10,5 @@ RUN pip install --no-cache-dir uv && uv pip install --system --no-cache -r requi
 COPY schema ./schema
 COPY components ./components
 COPY pipeline ./pipeline
+COPY fakedetect ./fakedetect
 RUN uv pip install --system --no-cache --no-deps .

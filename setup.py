@@ -11,7 +11,12 @@ setup(
     version='0.1.0',
     description='TFX pipeline: real vs AI-generated image detection, gated and served.',
     python_requires='>=3.10,<3.11',
-    packages=find_packages(include=['pipeline', 'pipeline.*', 'components', 'components.*']),
+    # One import name, `fakedetect`, over the repository's three folders: `pipeline` and
+    # `components` are too generic to install as top-level packages.
+    package_dir={'fakedetect': 'fakedetect', 'fakedetect.pipeline': 'pipeline',
+                 'fakedetect.components': 'components'},
+    packages=['fakedetect', 'fakedetect.pipeline', 'fakedetect.components'] + [
+        'fakedetect.components.' + name for name in find_packages('components')],
     install_requires=[
         'tfx==1.16.0',
         'apache-beam[gcp]==2.59.0',
@@ -19,10 +24,10 @@ setup(
         'keras-tuner==1.4.7',
         'pillow',
         'matplotlib',
-        'scikit-learn',  # ROC AUC (components/robustness.py); pinned via TFMA in the lock
+        'scikit-learn',  # ROC AUC (components/metrics.py); pinned via TFMA in the lock
         'tqdm',
         'click',
     ],
     extras_require={'kubeflow': ['kfp==2.5.0', 'kfp-pipeline-spec==0.2.2']},
-    entry_points={'console_scripts': ['fakedetect=pipeline.cli:main']},
+    entry_points={'console_scripts': ['fakedetect=fakedetect.cli:main']},
 )

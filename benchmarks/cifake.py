@@ -60,7 +60,7 @@ def subset(data: str, workdir: str, per_class: int) -> str:
 
 
 def run_pipeline(data: str, output: str, settings) -> dict:
-  command = [sys.executable, '-m', 'pipeline', 'run', '--data', data, '--output', output]
+  command = [sys.executable, '-m', 'fakedetect', 'run', '--data', data, '--output', output]
   for setting in settings:
     command += ['--set', setting]
   print('$', ' '.join(command), flush=True)
@@ -101,10 +101,10 @@ def run_plain_keras(data: str, image_size: int, hparams: dict, batch_size: int,
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, REPO)
-  from components import augment  # pylint: disable=g-import-not-at-top
-  from components import distribute  # pylint: disable=g-import-not-at-top
-  from components import model as model_lib  # pylint: disable=g-import-not-at-top
-  from components import train as train_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import augment  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import distribute  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import model as model_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import train as train_lib  # pylint: disable=g-import-not-at-top
 
   started = time.monotonic()
   train, val = keras.utils.image_dataset_from_directory(
@@ -178,7 +178,7 @@ def main() -> None:
   if args.skip_plain:
     return
   sys.path.insert(0, REPO)
-  from pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect.pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
   config = config_lib.PipelineConfig().with_overrides(settings)  # what the pipeline used
   train = config.train
   plain = run_plain_keras(data, 32, summary['hyperparameters'], train.batch_size,

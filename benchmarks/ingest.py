@@ -79,7 +79,7 @@ def _child_env() -> dict:
 def _warm_bytecode() -> None:
   """Imports once what both sides and the Beam workers import, so that no timing compiles."""
   subprocess.run([sys.executable, '-c', 'import apache_beam.runners.worker.sdk_worker_main, '
-                  'components.image_example_gen.executor'], cwd=REPO, env=_child_env(),
+                  'fakedetect.components.image_example_gen.executor'], cwd=REPO, env=_child_env(),
                  check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -134,7 +134,7 @@ def _run_child(mode: str, data_dir: str, out_dir: str, beam_args: str) -> dict:
 def _beam(data_dir: str, out_dir: str, args: List[str]) -> dict:
   from tfx.dsl.components.base import base_beam_executor  # pylint: disable=g-import-not-at-top
   from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
-  from components.image_example_gen import component, executor  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import component, executor  # pylint: disable=g-import-not-at-top
   examples, report = standard_artifacts.Examples(), component.IngestReport()
   examples.uri, report.uri = os.path.join(out_dir, 'examples'), os.path.join(out_dir, 'report')
   for artifact in (examples, report):
@@ -165,7 +165,7 @@ def _beam(data_dir: str, out_dir: str, args: List[str]) -> dict:
 def _plain(data_dir: str, out_dir: str) -> dict:
   """One process, one file after the other, the same ImageReader, one TFRecord file per split."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from components.image_example_gen import executor, layouts  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import executor, layouts  # pylint: disable=g-import-not-at-top
   start = time.time()
   layout = layouts.detect(data_dir)
   names, plan = executor.plan_splits(executor.DEFAULT_SPLIT_RATIOS, layout.splits)
@@ -215,7 +215,7 @@ def main(argv=None) -> None:
 
   if args.beam_args is None:
     sys.path.insert(0, REPO)
-    from pipeline import config  # pylint: disable=g-import-not-at-top
+    from fakedetect.pipeline import config  # pylint: disable=g-import-not-at-top
     args.beam_args = ' '.join(config.beam_pipeline_args(
         config.RunnerConfig(profile='multi-processing', workers=2)))
   data_dir = os.path.abspath(args.data) if args.data else _unpack(args.tarball)

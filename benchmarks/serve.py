@@ -67,18 +67,18 @@ def latency_ms(fn, repeats: int):
 
 def run(model_dir: str, size: int, batch: int, seconds: float, repeats: int):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from components import features, serve  # pylint: disable=g-import-not-at-top
-  from pipeline import explain  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import export, features  # pylint: disable=g-import-not-at-top
+  from fakedetect import explain  # pylint: disable=g-import-not-at-top
   loaded = tf.saved_model.load(model_dir)
-  serving = loaded.signatures[serve.SERVING_SIGNATURE]
-  image_size = int(loaded.signatures[serve.METADATA_SIGNATURE]()['image_size'])
+  serving = loaded.signatures[export.SERVING_SIGNATURE]
+  image_size = int(loaded.signatures[export.METADATA_SIGNATURE]()['image_size'])
   classifier = explain.load_classifier(model_dir)
   encoded = tf.constant(jpegs(batch, size))
   decoded = features.decode_and_resize(encoded, image_size)
   classify = tf.function(lambda x: classifier(x, training=False),
                          input_signature=[tf.TensorSpec([None, image_size, image_size, 3])])
   # Same model, same numbers: the comparison is of the input path only.
-  np.testing.assert_allclose(serving(image_bytes=encoded)[serve.PROBABILITY_KEY].numpy(),
+  np.testing.assert_allclose(serving(image_bytes=encoded)[export.PROBABILITY_KEY].numpy(),
                              np.ravel(classify(decoded).numpy()), atol=1e-4)
   raw = throughput(lambda: serving(image_bytes=encoded), batch, seconds)
   pre = throughput(lambda: classify(decoded), batch, seconds)
@@ -100,10 +100,10 @@ def main(argv=None) -> int:
   parser.add_argument('--repeats', type=int, default=300, help='Single-image calls timed.')
   parser.add_argument('--json', action='store_true')
   args = parser.parse_args(argv)
-  from pipeline import models  # pylint: disable=g-import-not-at-top
+  from fakedetect import registry  # pylint: disable=g-import-not-at-top
   try:
-    model_dir = models.find_model(args.model)
-  except models.ModelsError as e:
+    model_dir = registry.find_model(args.model)
+  except registry.ModelsError as e:
     print(e, file=sys.stderr)
     return 2
   result = run(model_dir, args.size, args.batch, args.seconds, args.repeats)

@@ -9,8 +9,8 @@ from typing import Any, Dict
 
 import keras
 
-from components import augment
-from components import features
+from fakedetect.components import augment
+from fakedetect.components import features
 
 
 def build(image_size: int, width: int = 32, depth: int = 3, dropout: float = 0.3,

@@ -29,9 +29,9 @@ from tfx.types import artifact as artifact_lib
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
-from components import features
-from components import perturb
-from components import serve
+from fakedetect.components import features
+from fakedetect.components import perturb
+from fakedetect.components import export
 
 RESULT_FILE = 'robustness.json'
 BLESSED_FILE, NOT_BLESSED_FILE = 'BLESSED', 'NOT_BLESSED'
@@ -39,7 +39,7 @@ BLESSED_FILE, NOT_BLESSED_FILE = 'BLESSED', 'NOT_BLESSED'
 
 class Robustness(artifact_lib.Artifact):
   """robustness.json: metrics per perturbation and the robustness verdict."""
-  TYPE_NAME = 'components.Robustness'  # KFP v2 loads a custom type by this <module>.<Class>
+  TYPE_NAME = 'fakedetect.Robustness'  # KFP v2 imports it by this name (fakedetect/__init__.py)
 
 
 def read_examples(examples_uri: str, split: str) -> List[Dict[str, Any]]:
@@ -94,12 +94,12 @@ def metrics(labels: np.ndarray, probabilities: np.ndarray, decisions: np.ndarray
 def score(model, images: List[bytes], batch_size: int = 64):
   """(fake_probability, is_fake) for encoded images, through serving_default as TF Serving calls
   it; `model` is the loaded SavedModel (tf.saved_model.load), loaded once per caller."""
-  signature = model.signatures[serve.SERVING_SIGNATURE]
+  signature = model.signatures[export.SERVING_SIGNATURE]
   probabilities, decisions = [], []
   for start in range(0, len(images), batch_size):
     out = signature(image_bytes=tf.constant(images[start:start + batch_size]))
-    probabilities.append(out[serve.PROBABILITY_KEY].numpy())
-    decisions.append(out[serve.DECISION_KEY].numpy())
+    probabilities.append(out[export.PROBABILITY_KEY].numpy())
+    decisions.append(out[export.DECISION_KEY].numpy())
   return np.concatenate(probabilities), np.concatenate(decisions)
 
 
@@ -188,7 +188,7 @@ def RobustnessGate(  # pylint: disable=invalid-name
       'evaluator_blessed': evaluator_blessed,
       'blessed': evaluator_blessed and not failures,
       'model': model.uri,
-      'threshold': serve.read_metadata(model_dir).get('threshold'),
+      'threshold': export.read_metadata(model_dir).get('threshold'),
   })
   with tf.io.gfile.GFile(os.path.join(robustness.uri, RESULT_FILE), 'w') as f:
     f.write(json.dumps(result, indent=2))  # perturbations in run order

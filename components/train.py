@@ -20,11 +20,11 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from components import augment
-from components import distribute
-from components import features
-from components import model as model_lib
-from components import serve
+from fakedetect.components import augment
+from fakedetect.components import distribute
+from fakedetect.components import features
+from fakedetect.components import model as model_lib
+from fakedetect.components import export
 
 HISTORY_FILE = 'history.json'
 CURVES_FILE = 'training_curves.png'
@@ -199,7 +199,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
   target = distribute.export_dir(strategy, fn_args.serving_model_dir,
                                  os.path.join(fn_args.model_run_dir, 'worker_exports'))
-  serve.export(model, tf_transform_output, target, threshold, image_size,
+  export.export(model, tf_transform_output, target, threshold, image_size,
                extra_metadata={'hyperparameters': hparams,
                                'epochs_run': record['epochs_run'],
                                'threshold_metric': train_config['threshold_metric']})

@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
-from components import features
+from fakedetect.components import features
 
 
 def preprocessing_fn(inputs: Dict[str, tf.Tensor],

@@ -1,1 +1,1 @@
-"""The fakedetect pipeline: its config, DAG, runners and command line."""
+"""`fakedetect.pipeline`: the DAG (pipeline.py), its typed config (config.py) and the runners."""

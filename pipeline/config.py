@@ -10,9 +10,9 @@ import os
 import posixpath
 from typing import Any, Dict, List, Optional
 
-from components import distribute
-from components import features
-from components.image_example_gen.layouts import is_remote
+from fakedetect.components import distribute
+from fakedetect.components import features
+from fakedetect.components.image_example_gen.layouts import is_remote
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

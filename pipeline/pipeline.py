@@ -13,21 +13,21 @@ from typing import List
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
-from components import features
-from components import perturb
-from components import robustness
-from components import serve
-from components.image_example_gen import ImageExampleGen
-from pipeline import config as config_lib
-from pipeline.config import PipelineConfig
+from fakedetect.components import features
+from fakedetect.components import perturb
+from fakedetect.components import robustness
+from fakedetect.components import export
+from fakedetect.components.image_example_gen import ImageExampleGen
+from fakedetect.pipeline import config as config_lib
+from fakedetect.pipeline.config import PipelineConfig
 
 _COMPONENTS_DIR = os.path.join(config_lib.REPO_DIR, 'components')
 TRANSFORM_MODULE = os.path.join(_COMPONENTS_DIR, 'transform.py')
 TRAIN_MODULE = os.path.join(_COMPONENTS_DIR, 'train.py')
 # The same code by import path, for a container image that has this project installed.
-PREPROCESSING_FN = 'components.transform.preprocessing_fn'
-RUN_FN = 'components.train.run_fn'
-TUNER_FN = 'components.train.tuner_fn'
+PREPROCESSING_FN = 'fakedetect.components.transform.preprocessing_fn'
+RUN_FN = 'fakedetect.components.train.run_fn'
+TUNER_FN = 'fakedetect.components.train.tuner_fn'
 SCHEMA_FILE = 'schema.pbtxt'
 ROBUSTNESS_GATE_ID = 'RobustnessGate'
 
@@ -81,9 +81,9 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
   ]
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(
-          signature_name=serve.EXAMPLE_SIGNATURE,
+          signature_name=export.EXAMPLE_SIGNATURE,
           label_key=features.LABEL_KEY,
-          prediction_key=serve.PROBABILITY_KEY)],
+          prediction_key=export.PROBABILITY_KEY)],
       slicing_specs=[tfma.SlicingSpec()] + [
           tfma.SlicingSpec(feature_keys=[key]) for key in gate.slice_features],
       metrics_specs=[tfma.MetricsSpec(metrics=metrics)])

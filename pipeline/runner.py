@@ -12,9 +12,9 @@ from tfx.orchestration import metadata
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 from tfx.orchestration.beam.beam_dag_runner import PipelineNodeAsDoFn
 
-from pipeline import config as config_lib
-from pipeline import pipeline as pipeline_lib
-from pipeline.config import PipelineConfig
+from fakedetect.pipeline import config as config_lib
+from fakedetect.pipeline import pipeline as pipeline_lib
+from fakedetect.pipeline.config import PipelineConfig
 
 
 _STATE_WORDS = {

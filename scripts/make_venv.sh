@@ -37,4 +37,6 @@ echo "Installing the pinned stack into $VENV (uv, about a minute the first time)
 # --compile-bytecode: every process (a pipeline run starts many) then loads TF and TFX from .pyc
 # instead of compiling ~7,000 modules, even where PYTHONDONTWRITEBYTECODE is set.
 uv pip install --quiet --compile-bytecode -p "$VENV/bin/python" -r requirements.lock
-uv pip install --quiet -p "$VENV/bin/python" --no-deps --config-settings editable_mode=compat -e .
+# Editable: setup.py maps pipeline/ and components/ into the `fakedetect` package, which
+# setuptools' editable finder resolves to this checkout.
+uv pip install --quiet -p "$VENV/bin/python" --no-deps -e .

@@ -32,8 +32,8 @@ def transform_output_dir(tmp_path_factory):
   from tensorflow_transform.tf_metadata import metadata_io  # pylint: disable=g-import-not-at-top
   from tensorflow_transform.tf_metadata import schema_utils  # pylint: disable=g-import-not-at-top
 
-  from components import features  # pylint: disable=g-import-not-at-top
-  from components import transform  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import features  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import transform  # pylint: disable=g-import-not-at-top
 
   root = tmp_path_factory.mktemp('transform')
   spec = {

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-FAKEDETECT = [sys.executable, '-m', 'pipeline']
+FAKEDETECT = [sys.executable, '-m', 'fakedetect']
 # 150 images per class and 10 epochs: the good model clears ~0.9 accuracy, far from the
 # shuffled model's ~0.5, so the change-threshold test does not hang on a coin flip.
 PER_CLASS = 150

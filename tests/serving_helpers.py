@@ -1,7 +1,7 @@
 """A real push directory for the serving tests, built once per session without the pipeline.
 
 One tiny CNN (components/model.py) over the real Transform output of conftest's
-`transform_output_dir`, exported by `components.serve.export` twice (two thresholds) and copied as
+`transform_output_dir`, exported by `components.export.export` twice (two thresholds) and copied as
 TFX's Pusher copies: into `<root>/fakedetect/<unix time>/`, saved_model.pb last.
 """
 
@@ -30,15 +30,15 @@ def push(export_dir: str, model_dir: str, version: int) -> str:
 
 def build_classifier(seed: int = 1):
   import keras  # pylint: disable=g-import-not-at-top
-  from components import model as model_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import model as model_lib  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(seed)
   return model_lib.build_from_hparams(IMAGE_SIZE, HPARAMS)
 
 
 def export(classifier, transform_dir: str, export_dir: str, threshold: float) -> str:
   import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
-  from components import serve  # pylint: disable=g-import-not-at-top
-  serve.export(classifier, tft.TFTransformOutput(transform_dir), export_dir, threshold=threshold,
+  from fakedetect.components import export  # pylint: disable=g-import-not-at-top
+  export.export(classifier, tft.TFTransformOutput(transform_dir), export_dir, threshold=threshold,
                image_size=IMAGE_SIZE, extra_metadata={'hyperparameters': HPARAMS})
   return export_dir
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from components import augment
+from fakedetect.components import augment
 
 
 def _noise(count=8, size=32, seed=0):
@@ -71,8 +71,8 @@ def test_strengths_from_hparams_takes_known_fields_typed():
 
 def test_train_config_carries_every_augmentation_strength():
   """The Trainer reads each HPARAM_NAME from the TrainConfig: none may be missing."""
-  from components import model
-  from pipeline import config
+  from fakedetect.components import model
+  from fakedetect.pipeline import config
   train = config.TrainConfig()
   assert all(hasattr(train, name) for name in model.HPARAM_NAMES)
 
@@ -83,5 +83,5 @@ def test_train_config_carries_every_augmentation_strength():
     ('train.blur_max_sigma=9', 'blur_max_sigma'),
 ])
 def test_out_of_range_strengths_are_refused_with_the_setting_named(setting, message):
-  from pipeline import config
+  from fakedetect.pipeline import config
   assert message in config.validate(config.PipelineConfig().with_overrides([setting]))

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components import features
-from components.datasets import demo
+from fakedetect.components import features
+from fakedetect import demo_data as demo
 
 PER_CLASS = 30
 REAL_DIR = demo.REAL_SOURCES[0]

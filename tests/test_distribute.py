@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from components import distribute
-from pipeline import config as config_lib
+from fakedetect.components import distribute
+from fakedetect.pipeline import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -101,7 +101,7 @@ def test_a_bfloat16_trained_model_is_exported_as_a_float32_twin(restore_policy):
   """The twin has the trained weights, computes in float32 and agrees with the mixed model."""
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from components import model as model_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import model as model_lib  # pylint: disable=g-import-not-at-top
   hparams = {'learning_rate': 3e-3, 'width': 4, 'depth': 2, 'dropout': 0.1}
   build = lambda: model_lib.build_from_hparams(16, hparams)
   distribute.set_precision('mixed_bfloat16')
@@ -163,7 +163,7 @@ def test_multi_worker_trains_as_a_one_worker_cluster_in_a_fresh_process():
   tf_config = {'cluster': {'worker': [f'localhost:{_free_port()}']},
                'task': {'type': 'worker', 'index': 0}}
   result = _python('''
-      from components import distribute
+      from fakedetect.components import distribute
       strategy = distribute.strategy('multi-worker')  # first, as run_fn does
       from tests.test_distribute import _fit_one_step
       loss = _fit_one_step(strategy)
@@ -185,7 +185,7 @@ def test_multi_worker_after_tensorflow_started_says_why_it_cannot():
   result = _python('''
       import tensorflow as tf
       tf.constant(1.0) + 1  # what earlier components do
-      from components import distribute
+      from fakedetect.components import distribute
       try:
         distribute.strategy('multi-worker')
       except distribute.StrategyError as e:

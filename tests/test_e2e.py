@@ -20,7 +20,7 @@ from tests import demo_runs
 
 pytestmark = pytest.mark.e2e
 
-FAKEDETECT = [sys.executable, '-m', 'pipeline']
+FAKEDETECT = [sys.executable, '-m', 'fakedetect']
 # Small enough for CI, large enough that a real CNN clears the default bars on the demo task.
 PER_CLASS = 300
 COMMON = ['--set', 'train.epochs=30', '--set', 'train.early_stopping_patience=10']

@@ -18,7 +18,7 @@ from tests import demo_runs
 
 pytestmark = pytest.mark.e2e
 
-FAKEDETECT = [sys.executable, '-m', 'pipeline']
+FAKEDETECT = [sys.executable, '-m', 'fakedetect']
 PER_CLASS = 60  # the smallest set whose splits hold both classes; the runner is under test
 SETTINGS = ['--set', 'train.epochs=2', '--set', 'gate.min_precision=0',
             '--set', 'gate.min_recall=0']

@@ -32,7 +32,7 @@ def cifake_like(tmp_path_factory):
 
 
 def test_reads_only_the_split_asked_and_says_why_a_file_was_not_scored(cifake_like):
-  from pipeline import evaluate
+  from fakedetect import evaluate
   labelled = evaluate.read_labelled(str(cifake_like), 'test')
   assert labelled.layout == 'cifake'
   assert sorted(row['path'] for row in labelled.rows) == sorted(
@@ -47,7 +47,7 @@ def test_reads_only_the_split_asked_and_says_why_a_file_was_not_scored(cifake_li
 
 
 def test_metrics_match_serving_default_on_the_same_files(pushed, cifake_like):
-  from pipeline import evaluate, predict
+  from fakedetect import evaluate, predict
   labelled = evaluate.read_labelled(str(cifake_like), 'test')
   predictor = predict.Predictor(pushed['model_dir'] + '/' + str(helpers.VERSIONS[1][0]))
   result = evaluate.evaluate(predictor, labelled, ['jpeg_q75'])
@@ -66,7 +66,7 @@ def test_metrics_match_serving_default_on_the_same_files(pushed, cifake_like):
 
 
 def test_cli_prints_the_table_writes_json_and_explains_user_mistakes(pushed, cifake_like, tmp_path):
-  from pipeline import cli
+  from fakedetect import cli
   runner = CliRunner()
   out = tmp_path / 'result.json'
   per_file = tmp_path / 'predictions.csv'

@@ -16,7 +16,7 @@ def runs(tmp_path_factory):
 
 
 def _robustness(record):
-  from components import robustness  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import robustness  # pylint: disable=g-import-not-at-top
   return robustness.read(record['robustness'])
 
 
@@ -89,7 +89,7 @@ def test_model_below_the_precision_bar_is_refused_and_says_by_how_much(runs):
 # -- The building blocks, without a pipeline --------------------------------------------------
 
 def test_every_perturbation_yields_a_decodable_image_of_the_same_size():
-  from components import perturb  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import perturb  # pylint: disable=g-import-not-at-top
   from tests.conftest import encode_image, random_image  # pylint: disable=g-import-not-at-top
   rng_image = random_image(37, 52, seed=3)
   for source in (encode_image(rng_image, 'PNG'), encode_image(rng_image, 'JPEG', quality=90),
@@ -104,7 +104,7 @@ def test_every_perturbation_yields_a_decodable_image_of_the_same_size():
 
 
 def test_robustness_metrics_and_verdict():
-  from components import robustness  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import robustness  # pylint: disable=g-import-not-at-top
   labels = np.array([0, 0, 1, 1])
   assert robustness.auc(labels, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
   assert robustness.auc(labels, np.array([0.5, 0.5, 0.5, 0.5])) == pytest.approx(0.5)
@@ -118,7 +118,7 @@ def test_robustness_metrics_and_verdict():
 
 
 def test_confident_mistakes_are_the_surest_wrong_verdicts_per_class():
-  from components import robustness  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import robustness  # pylint: disable=g-import-not-at-top
   rows = [{'label': label, 'path': f'{i}.png', 'source': 'cam' if label == 0 else 'gen'}
           for i, label in enumerate([0, 0, 0, 1, 1, 1])]
   probabilities = np.array([0.9, 0.6, 0.1, 0.2, 0.05, 0.8])

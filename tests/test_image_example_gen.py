@@ -81,7 +81,7 @@ def _run(data_dir, out_dir, beam_pipeline_args=None, **exec_properties):
   """Executor().Do on real artifacts, as TFX's own executor tests do."""
   from tfx.dsl.components.base import base_beam_executor  # pylint: disable=g-import-not-at-top
   from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
-  from components.image_example_gen import component, executor  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import component, executor  # pylint: disable=g-import-not-at-top
   examples = standard_artifacts.Examples()
   examples.uri = os.path.join(out_dir, 'examples')
   report = component.IngestReport()
@@ -107,7 +107,7 @@ def _read_examples(examples):
   """{split: [parsed example dict]}, parsed with the project's raw feature spec."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfx.types import artifact_utils  # pylint: disable=g-import-not-at-top
-  from components import features  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import features  # pylint: disable=g-import-not-at-top
   spec = features.raw_feature_spec()
   out = {}
   for split in artifact_utils.decode_split_names(examples.split_names):
@@ -217,7 +217,7 @@ def test_writes_splits_as_tfx_example_gens_do(plain):
 
 
 def test_every_good_file_becomes_one_faithful_example(plain):
-  from components import features  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import features  # pylint: disable=g-import-not-at-top
   data, good = plain['data'], plain['good']
   seen = []
   for split, rows in plain['by_split'].items():
@@ -262,7 +262,7 @@ def test_every_file_is_accounted_for_with_its_reason(plain):
 
 
 def test_report_counts_sources_and_formats_match_the_examples(plain):
-  from components import features  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import features  # pylint: disable=g-import-not-at-top
   counts, sources, formats = {}, {'real': {}, 'fake': {}}, {'real': {}, 'fake': {}}
   for split, rows in plain['by_split'].items():
     counts[split] = {'real': 0, 'fake': 0}
@@ -280,7 +280,7 @@ def test_report_counts_sources_and_formats_match_the_examples(plain):
 
 
 def test_identical_files_share_a_split_and_are_reported(plain):
-  from components import features  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import features  # pylint: disable=g-import-not-at-top
   split_of = {row[features.PATH_KEY].decode(): split
               for split, rows in plain['by_split'].items() for row in rows}
   groups = {tuple(g['paths']): g for g in plain['result']['duplicates']}
@@ -299,7 +299,7 @@ def test_every_colour_layout_decodes_like_pillow_sees_it(plain):
   stored bytes gives the picture Pillow sees (first frame, alpha dropped), within JPEG loss."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from components import features  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import features  # pylint: disable=g-import-not-at-top
   rows = {row[features.PATH_KEY].decode(): row
           for rows in plain['by_split'].values() for row in rows}
   for rel, mode in plain['modes'].items():
@@ -325,7 +325,7 @@ def test_every_colour_layout_decodes_like_pillow_sees_it(plain):
 
 
 def test_report_profiles_each_class(plain):
-  from components import features  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import features  # pylint: disable=g-import-not-at-top
   result = plain['result']
   for name in features.LABEL_NAMES:
     profile = result['profile'][name]
@@ -350,7 +350,7 @@ def test_report_profiles_each_class(plain):
 
 
 def test_bias_warnings_name_what_differs():
-  from components.image_example_gen import executor  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import executor  # pylint: disable=g-import-not-at-top
 
   def profile(formats, modes, widths, heights, buckets):
     return executor.class_profile({'formats': formats, 'modes': modes, 'widths': widths,
@@ -375,7 +375,7 @@ def test_bias_warnings_name_what_differs():
 def test_examples_are_serialized_as_tensorflow_serializes_them():
   """The workers build examples without TensorFlow: they must parse to the same message."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from components.image_example_gen import ingest  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import ingest  # pylint: disable=g-import-not-at-top
   values = {'image': bytes(range(256)) * 3, 'label': 1, 'zero': 0, 'big': 2**40, 'negative': -7,
             'text': 'caf\u00e9 \u732b', 'empty': b''}
   expected = tf.train.Example()
@@ -391,7 +391,7 @@ def test_examples_are_serialized_as_tensorflow_serializes_them():
 def test_runner_choice():
   """Worker processes for a large folder unless the user chose a mode; TensorFlow's decode in
   the launcher on the direct runner, in the workers on a distributed one."""
-  from components.image_example_gen import executor  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import executor  # pylint: disable=g-import-not-at-top
   many = executor.MULTI_PROCESSING_MIN_FILES
   args, in_workers = executor.beam_args([], many)
   assert not in_workers
@@ -427,7 +427,7 @@ def test_decode_check_is_the_same_wherever_it_runs(undecodable, tmp_path, monkey
   """The launcher's batched check beside the pipeline (direct runner), the workers' own
   (distributed runners), two worker processes (the multi-processing runner profile's flags) and
   the launcher's check after the pipeline (num_shards: Beam's sink names the shards) agree."""
-  from components.image_example_gen import executor  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import executor  # pylint: disable=g-import-not-at-top
   beam_args, num_shards = None, None
   if where == 'workers':
     monkeypatch.setattr(executor, 'beam_args', lambda args, num_files: (args, True))
@@ -435,7 +435,7 @@ def test_decode_check_is_the_same_wherever_it_runs(undecodable, tmp_path, monkey
     beam_args = ['--direct_running_mode=multi_processing', '--direct_num_workers=2']
   elif where == 'fixed_shards':
     num_shards = 2
-  from components.image_example_gen import ingest  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import ingest  # pylint: disable=g-import-not-at-top
   checked_in = []  # the launcher's threads that ran the batched check
   verify = ingest.verify_examples
   monkeypatch.setattr(ingest, 'verify_examples', lambda *a: (
@@ -471,7 +471,7 @@ def test_permission_denied_is_quarantined_as_unreadable(tmp_path):
     os.chmod(os.path.join(data, 'real', 'secret.png'), 0)
     script = (
         'import json, sys\n'
-        'from components.image_example_gen import executor, layouts\n'
+        'from fakedetect.components.image_example_gen import executor, layouts\n'
         'layout = layouts.detect(sys.argv[1])\n'
         '_, plan = executor.plan_splits({"train": 1}, layout.splits)\n'
         'reader = executor.ImageReader(sys.argv[1], layout, plan, 1000)\n'
@@ -512,7 +512,7 @@ def _touch_tree(root, rel_paths):
 
 
 def test_detects_plain_layout_case_insensitively(tmp_path):
-  from components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
   data = _touch_tree(tmp_path, ['REAL/a.png', 'Fake/SDXL/b.png', 'Fake/c.png'])
   layout = layouts.detect(data)
   assert layout.name == 'plain' and layout.splits == ()
@@ -524,7 +524,7 @@ def test_detects_plain_layout_case_insensitively(tmp_path):
 
 
 def test_detects_cifake_layout_case_insensitively(tmp_path):
-  from components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
   data = _touch_tree(tmp_path, ['Train/REAL/1.jpg', 'Train/FAKE/2.jpg',
                                 'test/Real/3.jpg', 'test/fake/4.jpg'])
   layout = layouts.detect(data)
@@ -535,7 +535,7 @@ def test_detects_cifake_layout_case_insensitively(tmp_path):
 
 
 def test_two_layouts_at_once_is_an_error(tmp_path):
-  from components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
   data = _touch_tree(tmp_path, ['real/a', 'fake/b', 'train/REAL/c', 'train/FAKE/d'])
   with pytest.raises(ValueError, match='matches several layouts'):
     layouts.detect(data)
@@ -545,7 +545,7 @@ def test_two_layouts_at_once_is_an_error(tmp_path):
                                   ['real/a.png'],
                                   ['train/REAL/a.png', 'test/FAKE/b.png']])
 def test_unrecognised_layout_names_what_is_understood_and_found(tmp_path, tree):
-  from components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
   data = _touch_tree(tmp_path, tree)
   with pytest.raises(ValueError) as info:
     layouts.detect(data)
@@ -557,7 +557,7 @@ def test_unrecognised_layout_names_what_is_understood_and_found(tmp_path, tree):
 
 
 def test_split_plans():
-  from components.image_example_gen import executor  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import executor  # pylint: disable=g-import-not-at-top
   ratios = {'train': 70, 'eval': 15, 'test': 15}
   assert executor.plan_splits(ratios, ()) == (['train', 'eval', 'test'],
                                               {None: list(ratios.items())})
@@ -570,7 +570,7 @@ def test_split_plans():
 
 
 def test_remote_listing_matches_the_local_walk(tmp_path):
-  from components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
   data = _touch_tree(tmp_path, ['real/a.png', 'real/x/y/b.png', 'fake/g/c.png', 'top.txt'])
   assert sorted(layouts._list_remote(data)) == layouts.list_files(data)  # pylint: disable=protected-access
   assert [rel for rel, _ in layouts.list_files(data)] == [
@@ -578,7 +578,7 @@ def test_remote_listing_matches_the_local_walk(tmp_path):
 
 
 def test_folder_link_loops_are_listed_not_followed(tmp_path):
-  from components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
   data = _touch_tree(tmp_path, ['real/a.png', 'fake/b.png'])
   os.symlink('..', tmp_path / 'real' / 'up')
   entries = dict(layouts.list_files(data))
@@ -593,8 +593,8 @@ def test_cifake_pipeline_keeps_test_and_carves_eval_from_train(tmp_path):
   """LocalDagRunner: the driver, the executor and ML Metadata publishing, as in production."""
   from ml_metadata import metadata_store  # pylint: disable=g-import-not-at-top
   from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
-  from components import features  # pylint: disable=g-import-not-at-top
-  from components.image_example_gen import ImageExampleGen  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import features  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import ImageExampleGen  # pylint: disable=g-import-not-at-top
   data = tmp_path / 'cifake'
   for i in range(20):
     _write(data, f'train/REAL/{i}.png', _image(500 + i, 'PNG', 8, 8))
@@ -614,7 +614,7 @@ def test_cifake_pipeline_keeps_test_and_carves_eval_from_train(tmp_path):
   store = metadata_store.MetadataStore(
       tfx.orchestration.metadata.sqlite_metadata_connection_config(db))
   [examples_proto] = store.get_artifacts_by_type('Examples')
-  [report_proto] = store.get_artifacts_by_type('components.IngestReport')
+  [report_proto] = store.get_artifacts_by_type('fakedetect.IngestReport')
   props = examples_proto.custom_properties
   assert props['span'].int_value == 0 and 'version' not in props
   assert props['input_fingerprint'].string_value.startswith(f'data_dir:{data},num_files:47,')
@@ -649,7 +649,7 @@ def test_cifake_pipeline_keeps_test_and_carves_eval_from_train(tmp_path):
 
 
 def test_driver_fingerprint_changes_with_the_images(tmp_path):
-  from components.image_example_gen import component  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import component  # pylint: disable=g-import-not-at-top
   data = _touch_tree(tmp_path, ['real/a.png', 'fake/b.png'])
   driver = component.Driver(None)
 

@@ -18,7 +18,7 @@ def runs(tmp_path_factory):
 
 
 def test_inspect_latest_run_prints_table_verdict_and_writes_plots_and_report(runs):
-  from pipeline import cli  # pylint: disable=g-import-not-at-top
+  from fakedetect import cli  # pylint: disable=g-import-not-at-top
   output = runs['below_bars']['output']  # the latest run of the folder: a refusal
   result = CliRunner().invoke(cli.main, ['inspect', output])
   assert result.exit_code == 0, result.output
@@ -39,7 +39,7 @@ def test_inspect_latest_run_prints_table_verdict_and_writes_plots_and_report(run
 
 
 def test_inspect_a_given_evaluation_finds_its_own_verdict_and_robustness(runs, tmp_path):
-  from pipeline import inspect as inspect_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect import report as inspect_lib  # pylint: disable=g-import-not-at-top
   good = runs['good']['summary']
   inspection, text, report = inspect_lib.inspect(good['evaluation'], str(tmp_path / 'r'))
   assert inspection.blessed and inspection.failures == []
@@ -51,7 +51,7 @@ def test_inspect_a_given_evaluation_finds_its_own_verdict_and_robustness(runs, t
 
 
 def test_inspect_without_a_run_says_what_to_do(tmp_path):
-  from pipeline import cli  # pylint: disable=g-import-not-at-top
+  from fakedetect import cli  # pylint: disable=g-import-not-at-top
   result = CliRunner().invoke(cli.main, ['inspect', str(tmp_path)])
   assert result.exit_code == 1
   assert 'No run in' in result.output and 'fakedetect run' in result.output

@@ -7,8 +7,8 @@ import socket
 import pytest
 from click.testing import CliRunner
 
-from pipeline import cli
-from pipeline import config as config_lib
+from fakedetect import cli
+from fakedetect.pipeline import config as config_lib
 
 ROOT = 'gs://bucket/fakedetect'
 DATA = 'gs://bucket/images'
@@ -60,7 +60,7 @@ def _value(parameter):
 
 
 def _expected_ids():
-  from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect.pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
   config = config_lib.PipelineConfig(output_dir=ROOT)
   config.tuner.enabled = True
   config.data.data_dir = DATA
@@ -91,9 +91,9 @@ def test_component_parameters_are_the_configs(compiled):
   schema_file = f'{config_lib.IMAGE_ROOT}/schema/schema.pbtxt'  # the image's copy
   assert params['ImportSchemaGen']['schema_file'] == schema_file
   # The module code comes from the image by import path; nothing is uploaded at compile time.
-  assert params['Transform']['preprocessing_fn'] == 'components.transform.preprocessing_fn'
-  assert params['Trainer']['run_fn'] == 'components.train.run_fn'
-  assert params['Tuner']['tuner_fn'] == 'components.train.tuner_fn'
+  assert params['Transform']['preprocessing_fn'] == 'fakedetect.components.transform.preprocessing_fn'
+  assert params['Trainer']['run_fn'] == 'fakedetect.components.train.run_fn'
+  assert params['Tuner']['tuner_fn'] == 'fakedetect.components.train.tuner_fn'
   custom = json.loads(params['Trainer']['custom_config'])
   assert custom['train']['strategy'] == 'mirrored'
   assert custom['train']['epochs'] == config_lib.TrainConfig().epochs
@@ -120,8 +120,8 @@ def test_every_container_runs_the_image_and_beam_components_get_the_profile(comp
   for container in containers.values():
     assert container['image'] == IMAGE
   assert containers['ImageExampleGen']['args'][1] == (
-      'components.image_example_gen.executor.Executor')
-  assert containers['RobustnessGate']['args'][1].startswith('components.robustness.')
+      'fakedetect.components.image_example_gen.executor.Executor')
+  assert containers['RobustnessGate']['args'][1].startswith('fakedetect.components.robustness.')
   for node in config_lib.BEAM_COMPONENTS:
     args = containers[node]['args']
     assert '--runner=DataflowRunner' in args and '--project=p' in args, node
@@ -137,7 +137,7 @@ def test_custom_artifact_types_are_importable_by_their_kfp_title(compiled):
     for artifact in component.get('outputDefinitions', {}).get('artifacts', {}).values():
       titles.add(artifact['artifactType']['instanceSchema'].split('\n')[0][len('title: '):])
   custom = {title for title in titles if not title.startswith('tfx.')}
-  assert custom == {'components.IngestReport', 'components.Robustness'}
+  assert custom == {'fakedetect.IngestReport', 'fakedetect.Robustness'}
   for title in custom:
     assert import_utils.import_class_by_path(title).TYPE_NAME == title
 

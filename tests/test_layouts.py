@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from components.image_example_gen import executor
-from components.image_example_gen import layouts
-from components.image_example_gen.layouts import Labelled
+from fakedetect.components.image_example_gen import executor
+from fakedetect.components.image_example_gen import layouts
+from fakedetect.components.image_example_gen.layouts import Labelled
 
 REAL, FAKE = 0, 1
 

@@ -25,7 +25,7 @@ def test_preprocessing_fn_through_tft_resizes_and_scales(transform_output_dir):
 def test_decode_and_resize_handles_modes_and_bit_depths(mode):
   import tensorflow as tf
   from PIL import Image
-  from components import features
+  from fakedetect.components import features
   import io
   grey = np.full((10, 12), 128, np.uint8)
   if mode == 'I;16':
@@ -42,7 +42,7 @@ def test_decode_and_resize_handles_modes_and_bit_depths(mode):
 
 def test_model_builds_and_one_training_step_lowers_loss():
   import keras
-  from components import model as model_lib
+  from fakedetect.components import model as model_lib
   keras.utils.set_random_seed(0)
   model = model_lib.build(16, width=8, depth=2, dropout=0.1, learning_rate=3e-3)
   assert model.output_shape == (None, 1)
@@ -57,7 +57,7 @@ def test_model_builds_and_one_training_step_lowers_loss():
 
 
 def test_choose_threshold_maximises_f1_and_balanced_accuracy():
-  from components.train import choose_threshold
+  from fakedetect.components.train import choose_threshold
   labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
   probs = np.array([0.1, 0.2, 0.3, 0.65, 0.6, 0.7, 0.8, 0.9])
   # Cutting between 0.3 and 0.6 gets every fake and one false positive: F1 = 8/9.
@@ -73,19 +73,19 @@ def test_choose_threshold_maximises_f1_and_balanced_accuracy():
 def exported(transform_output_dir, tmp_path_factory):
   import keras
   import tensorflow_transform as tft
-  from components import model as model_lib
-  from components import serve
+  from fakedetect.components import model as model_lib
+  from fakedetect.components import export
   keras.utils.set_random_seed(1)
   model = model_lib.build(16, width=8, depth=2)
   export_dir = str(tmp_path_factory.mktemp('export') / 'model')
-  serve.export(model, tft.TFTransformOutput(transform_output_dir[0]), export_dir,
+  export.export(model, tft.TFTransformOutput(transform_output_dir[0]), export_dir,
                threshold=0.37, image_size=16, extra_metadata={'note': 'test'})
   return export_dir, model
 
 
 def test_serving_default_scores_raw_encoded_images_of_any_size(exported):
   import tensorflow as tf
-  from components import features
+  from fakedetect.components import features
   export_dir, model = exported
   loaded = tf.saved_model.load(export_dir)
   serving = loaded.signatures['serving_default']
@@ -105,7 +105,7 @@ def test_serving_default_scores_raw_encoded_images_of_any_size(exported):
 
 def test_example_signature_matches_serving_default_and_metadata(exported):
   import tensorflow as tf
-  from components import features, serve
+  from fakedetect.components import export, features
   export_dir, _ = exported
   loaded = tf.saved_model.load(export_dir)
   images = [encode_image(random_image(20, 20, s), 'PNG') for s in range(3)]
@@ -121,7 +121,7 @@ def test_example_signature_matches_serving_default_and_metadata(exported):
   assert transformed['image'].shape == (3, 16, 16, 3)
   meta = loaded.signatures['metadata']()
   assert abs(float(meta['threshold']) - 0.37) < 1e-6 and int(meta['image_size']) == 16
-  assert serve.read_metadata(export_dir)['threshold'] == pytest.approx(0.37)
+  assert export.read_metadata(export_dir)['threshold'] == pytest.approx(0.37)
 
 
 def test_rest_request_body_decoded_as_tf_serving_does(exported):
@@ -141,7 +141,7 @@ def test_rest_request_body_decoded_as_tf_serving_does(exported):
 
 
 def test_cosine_schedule_falls_from_peak_to_floor_monotonically():
-  from components import train
+  from fakedetect.components import train
   rate = train.cosine_schedule(5e-3, epochs=10, floor=0.02)
   rates = [rate(epoch) for epoch in range(10)]
   assert rates[0] == pytest.approx(5e-3)

@@ -30,72 +30,72 @@ def _serving_config(root):
 
 
 def test_write_config_lists_models_on_disk_and_parses_as_tf_serving_does(output):
-  from pipeline import models
+  from fakedetect import registry
   root = os.path.join(output, 'serving_model')
-  path = models.write_config(root)
+  path = registry.write_config(root)
   assert path == os.path.join(root, 'models.config')
   (entry,) = _serving_config(root).model_config_list.config
   assert entry.name == 'fakedetect' and entry.model_platform == 'tensorflow'
   assert entry.base_path == os.path.join(root, 'fakedetect')
   assert not entry.HasField('model_version_policy')  # unpinned: the latest is served
-  assert models.served_version(root).version == NEW
+  assert registry.served_version(root).version == NEW
   # For the tensorflow/serving container, where the root is mounted at /models.
-  models.write_config(root, base_path='/models')
+  registry.write_config(root, base_path='/models')
   assert _serving_config(root).model_config_list.config[0].base_path == '/models/fakedetect'
-  models.write_config(root)  # the base path chosen is kept on regeneration
+  registry.write_config(root)  # the base path chosen is kept on regeneration
   assert _serving_config(root).model_config_list.config[0].base_path == '/models/fakedetect'
 
 
 def test_half_written_version_is_never_served_or_pinned(output):
-  from pipeline import models
+  from fakedetect import registry
   root = os.path.join(output, 'serving_model')
   partial = os.path.join(root, 'fakedetect', str(NEW + 100))
   shutil.copytree(os.path.join(root, 'fakedetect', str(NEW)), partial,
                   ignore=shutil.ignore_patterns('saved_model.pb'))  # a push still copying
-  assert [v.version for v in models.versions(os.path.dirname(partial)) if not v.complete] == [
+  assert [v.version for v in registry.versions(os.path.dirname(partial)) if not v.complete] == [
       NEW + 100]
-  assert models.served_version(root).version == NEW
-  with pytest.raises(models.ModelsError, match='not a complete pushed model'):
-    models.rollback(root, NEW + 100)
+  assert registry.served_version(root).version == NEW
+  with pytest.raises(registry.ModelsError, match='not a complete pushed model'):
+    registry.rollback(root, NEW + 100)
 
 
 def test_rollback_pins_through_the_version_policy_and_survives_new_pushes(output):
-  from pipeline import models
+  from fakedetect import registry
   root = os.path.join(output, 'serving_model')
-  models.rollback(root, OLD)
+  registry.rollback(root, OLD)
   (entry,) = _serving_config(root).model_config_list.config
   assert list(entry.model_version_policy.specific.versions) == [OLD]
-  assert models.served_version(root).version == OLD
-  assert models.find_model(output) == os.path.join(root, 'fakedetect', str(OLD))
+  assert registry.served_version(root).version == OLD
+  assert registry.find_model(output) == os.path.join(root, 'fakedetect', str(OLD))
   # A new push (the lead's `run` calls write_config after it) keeps the pin.
   helpers.push(os.path.join(root, 'fakedetect', str(NEW)), os.path.join(root, 'fakedetect'),
                NEW + 1)
-  models.write_config(root)
-  assert models.served_version(root).version == OLD
-  models.unpin(root)
+  registry.write_config(root)
+  assert registry.served_version(root).version == OLD
+  registry.unpin(root)
   assert not _serving_config(root).model_config_list.config[0].HasField('model_version_policy')
-  assert models.served_version(root).version == NEW + 1
+  assert registry.served_version(root).version == NEW + 1
 
 
 def test_pin_on_a_deleted_version_is_dropped_not_kept_dangling(output):
-  from pipeline import models
+  from fakedetect import registry
   root = os.path.join(output, 'serving_model')
-  models.rollback(root, OLD)
+  registry.rollback(root, OLD)
   shutil.rmtree(os.path.join(root, 'fakedetect', str(OLD)))
-  models.write_config(root)
-  assert models.read_config(root)[0].pinned is None
-  with pytest.raises(models.ModelsError, match='not a complete pushed model'):
-    models.rollback(root, 12345)
+  registry.write_config(root)
+  assert registry.read_config(root)[0].pinned is None
+  with pytest.raises(registry.ModelsError, match='not a complete pushed model'):
+    registry.rollback(root, 12345)
 
 
 def test_find_model_from_any_level_and_a_clear_error_without_one(output, tmp_path):
-  from pipeline import models
+  from fakedetect import registry
   version_dir = os.path.join(output, 'serving_model', 'fakedetect', str(NEW))
   for path in (output, os.path.join(output, 'serving_model'),
                os.path.join(output, 'serving_model', 'fakedetect'), version_dir):
-    assert models.find_model(path) == version_dir
-  with pytest.raises(models.ModelsError, match='fakedetect run'):
-    models.find_model(str(tmp_path / 'empty'))
+    assert registry.find_model(path) == version_dir
+  with pytest.raises(registry.ModelsError, match='fakedetect run'):
+    registry.find_model(str(tmp_path / 'empty'))
 
 
 def _lineage_store(path, destination, run_id):
@@ -135,14 +135,14 @@ def _lineage_store(path, destination, run_id):
 
 
 def test_models_list_shows_versions_metadata_and_the_blessing_run(output):
-  from pipeline import cli, models
+  from fakedetect import cli, registry
   root = os.path.join(output, 'serving_model')
   old_dir, new_dir = (os.path.join(root, 'fakedetect', str(v)) for v in (OLD, NEW))
   _lineage_store(os.path.join(output, 'metadata.sqlite'), old_dir, 'run-that-blessed-old')
   with open(os.path.join(output, 'summary.json'), 'w') as f:  # the latest run's summary
     json.dump({'run_id': 'latest-run', 'pushed_model': new_dir,
                'metrics': {'accuracy': 0.91, 'precision': 0.9, 'recall': 0.8, 'auc': 0.95}}, f)
-  rows = models.describe(root)
+  rows = registry.describe(root)
   assert [r['version'] for r in rows] == [NEW, OLD]
   assert [r['threshold'] for r in rows] == pytest.approx([0.63, 0.37])
   assert rows[0]['hyperparameters'] == helpers.HPARAMS

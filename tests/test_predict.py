@@ -58,7 +58,7 @@ LIMITS = dict(max_bytes=1_000_000, max_pixels=1_000_000)
 
 
 def test_expand_paths_walks_folders_and_globs_and_reports_what_names_nothing(image_dir):
-  from pipeline import predict
+  from fakedetect import predict
   root, good, bad = image_dir
   found = predict.expand_paths([str(root), str(root / '*.jpg'), str(root / 'nope.png'),
                                 str(root / '*.webp')])
@@ -73,7 +73,7 @@ def test_expand_paths_walks_folders_and_globs_and_reports_what_names_nothing(ima
 
 def test_every_hostile_file_gets_a_reason_and_good_ones_match_serving_default(pushed, image_dir):
   import tensorflow as tf
-  from pipeline import predict
+  from fakedetect import predict
   root, good, bad = image_dir
   predictor = predict.Predictor(pushed['versions'][NEW])
   assert predictor.threshold == pytest.approx(0.63) and predictor.image_size == 16
@@ -103,7 +103,7 @@ def test_every_hostile_file_gets_a_reason_and_good_ones_match_serving_default(pu
 
 
 def test_limits_refuse_before_decoding():
-  from pipeline import predict
+  from fakedetect import predict
   big = encode_image(random_image(300, 300, 1), 'PNG')
   assert predict.check_image(big, predict.Limits(max_bytes=1000)).startswith('file too large')
   assert predict.check_image(big, predict.Limits(max_pixels=300 * 299)).startswith(
@@ -118,7 +118,7 @@ def test_limits_refuse_before_decoding():
 
 def test_predict_cli_writes_csv_and_jsonl_and_exits_0_with_unreadable_files(pushed, image_dir,
                                                                              tmp_path):
-  from pipeline import cli
+  from fakedetect import cli
   root, good, bad = image_dir
   runner = CliRunner()
   args = ['predict', str(root), str(root / 'missing.jpg'), '--model', pushed['model_dir'],
@@ -145,7 +145,7 @@ def test_predict_cli_writes_csv_and_jsonl_and_exits_0_with_unreadable_files(push
 
 
 def test_predict_uses_the_served_version_and_says_what_to_do_without_a_model(pushed, tmp_path):
-  from pipeline import cli, predict
+  from fakedetect import cli, predict
   runner = CliRunner()
   image = tmp_path / 'x.png'
   image.write_bytes(helpers.sample_images()[1])
@@ -155,16 +155,16 @@ def test_predict_uses_the_served_version_and_says_what_to_do_without_a_model(pus
   root = tmp_path / 'serving_model'
   for version, path in pushed['versions'].items():
     helpers.push(path, str(root / 'fakedetect'), version)
-  from pipeline import models
-  models.rollback(str(root), OLD)
+  from fakedetect import registry
+  registry.rollback(str(root), OLD)
   result = runner.invoke(cli.main, ['predict', str(image), '--model', str(tmp_path)])
   assert result.exit_code == 0 and 'threshold 0.3700' in result.stderr
-  assert predict.Predictor(models.find_model(str(tmp_path))).threshold == pytest.approx(0.37)
+  assert predict.Predictor(registry.find_model(str(tmp_path))).threshold == pytest.approx(0.37)
 
 
 def test_explain_rebuilds_the_classifier_from_the_push_and_matches_serving(pushed):
   import keras
-  from pipeline import explain
+  from fakedetect import explain
   version_dir = pushed['versions'][NEW]
   classifier = explain.load_classifier(version_dir)
   for rebuilt, original in zip(classifier.weights, pushed['classifier'].weights):
@@ -187,7 +187,7 @@ def test_explain_rebuilds_the_classifier_from_the_push_and_matches_serving(pushe
 
 def test_explain_prefers_a_keras_copy_in_assets_extra(pushed, transform_output_dir, tmp_path):
   """An export that also saves `assets.extra/model.keras` (the proposed serve.py change)."""
-  from pipeline import explain
+  from fakedetect import explain
   classifier = helpers.build_classifier(seed=3)
   export_dir = helpers.export(classifier, transform_output_dir[0], str(tmp_path / 'm'), 0.5)
   classifier.save(os.path.join(export_dir, explain.KERAS_COPY))
@@ -199,7 +199,7 @@ def test_explain_prefers_a_keras_copy_in_assets_extra(pushed, transform_output_d
 
 def test_explain_cli_writes_an_overlay_png(pushed, tmp_path):
   from PIL import Image
-  from pipeline import cli
+  from fakedetect import cli
   image = tmp_path / 'photo.jpg'
   image.write_bytes(helpers.sample_images()[0])  # 25 x 40
   out = tmp_path / 'cam.png'

@@ -4,8 +4,8 @@ in-memory overrides in the built DAG, a real portable-runner job, and the messag
 import pytest
 from click.testing import CliRunner
 
-from pipeline import cli
-from pipeline import config as config_lib
+from fakedetect import cli
+from fakedetect.pipeline import config as config_lib
 
 DATAFLOW = ['runner.profile=dataflow', 'runner.project=my-project', 'runner.region=europe-west4',
             'runner.temp_location=gs://bucket/tmp', 'runner.pipeline_root=gs://bucket/fd/tfx',
@@ -124,7 +124,7 @@ def test_paths_stay_uris_when_remote_and_become_absolute_when_local():
 
 def _modes(config):
   """{Beam component: Beam's direct running mode} in the DAG built from the config."""
-  from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect.pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
   tfx_pipeline = pipeline_lib.create_pipeline(config)
   modes = {}
   for node in tfx_pipeline.components:
@@ -160,7 +160,7 @@ def test_portable_profile_runs_a_beam_job_through_a_job_service(profile):
   staged from setup.py and LOOPBACK workers make a real portable job."""
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
   from apache_beam.testing.util import assert_that, equal_to  # pylint: disable=g-import-not-at-top
-  from components import features  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import features  # pylint: disable=g-import-not-at-top
   config = _config(f'runner.profile={profile}', 'runner.job_endpoint=embed',
                    'runner.environment_type=LOOPBACK')
   args = config_lib.beam_pipeline_args(config.runner)

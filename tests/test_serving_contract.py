@@ -106,18 +106,18 @@ def test_signatures_take_and_give_what_the_readme_promises(loaded):
 
 
 def test_threshold_and_image_size_are_readable_from_the_model(pushed, loaded):
-  from components import serve
+  from fakedetect.components import export
   meta = loaded.signatures['metadata']()
   assert float(meta['threshold']) == pytest.approx(0.63)
   assert int(meta['image_size']) == helpers.IMAGE_SIZE
   assert [v.decode() for v in meta['label_names'].numpy()] == ['real', 'fake']
-  on_disk = serve.read_metadata(pushed['versions'][NEW])
+  on_disk = export.read_metadata(pushed['versions'][NEW])
   assert on_disk['threshold'] == pytest.approx(0.63) and on_disk['image_size'] == 16
 
 
 def test_rest_row_and_columnar_requests_give_the_models_own_answer(pushed, loaded):
   import tensorflow as tf
-  from components import features
+  from fakedetect.components import features
   images = helpers.sample_images()
   direct = np.ravel(pushed['classifier'](features.decode_and_resize(tf.constant(images), 16),
                                          training=False))
@@ -137,7 +137,7 @@ def test_rest_row_and_columnar_requests_give_the_models_own_answer(pushed, loade
 
 def test_rest_request_to_the_tf_example_signature(loaded):
   import tensorflow as tf
-  from components import features
+  from fakedetect.components import features
   images = helpers.sample_images()
   examples = [tf.train.Example(features=tf.train.Features(feature={
       features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b]))}))
@@ -192,15 +192,12 @@ def test_large_image_is_scored_by_the_signature_itself(loaded):
 
 
 def test_signature_refuses_images_over_its_limits(loaded):
-  """With the proposed limits in components/serve.py (see the serving report)."""
+  """serving_default refuses oversized files and bomb headers (components/export.py's limits)."""
   import tensorflow as tf
-  from components import serve
-  if not hasattr(serve, 'MAX_IMAGE_BYTES'):
-    pytest.skip('components/serve.py has no input limits in its signature yet (proposed diff: '
-                'MAX_IMAGE_BYTES / MAX_IMAGE_PIXELS asserted in serve_images)')
+  from fakedetect.components import export
   signature = loaded.signatures['serving_default']
   with pytest.raises(tf.errors.InvalidArgumentError, match='bytes'):
-    signature(image_bytes=tf.constant([b'\xff\xd8\xff' + b'\0' * serve.MAX_IMAGE_BYTES]))
+    signature(image_bytes=tf.constant([b'\xff\xd8\xff' + b'\0' * export.MAX_IMAGE_BYTES]))
   from tests.test_predict import _png_declaring  # pylint: disable=g-import-not-at-top
   with pytest.raises(tf.errors.InvalidArgumentError, match='pixels'):
     signature(image_bytes=tf.constant([_png_declaring(60000, 60000)]))
@@ -214,14 +211,14 @@ def _free_port() -> int:
 
 def _server_command(serving_root: str, port: int):
   """How to start a real TF Serving on the root's models.config, or None and the reason."""
-  from pipeline import models
+  from fakedetect import registry
   binary = shutil.which('tensorflow_model_server')
   if binary:
-    config = models.write_config(serving_root)
+    config = registry.write_config(serving_root)
     return [binary, f'--rest_api_port={port}', '--port=0', f'--model_config_file={config}'], None
   docker = shutil.which('docker')
   if docker and subprocess.run([docker, 'info'], capture_output=True).returncode == 0:
-    config = models.write_config(serving_root, base_path='/models')
+    config = registry.write_config(serving_root, base_path='/models')
     return [docker, 'run', '--rm', '-p', f'{port}:8501', '-v', f'{serving_root}:/models',
             'tensorflow/serving', f'--model_config_file=/models/{os.path.basename(config)}'], None
   return None, ('no TF Serving here: tensorflow_model_server is not on PATH and no Docker engine '

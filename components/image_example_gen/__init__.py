@@ -7,6 +7,6 @@
 
 def __getattr__(name):
   if name in ('ImageExampleGen', 'IngestReport'):
-    from components.image_example_gen import component  # pylint: disable=g-import-not-at-top
+    from fakedetect.components.image_example_gen import component  # pylint: disable=g-import-not-at-top
     return getattr(component, name)
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -14,8 +14,8 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 
-from components.image_example_gen import executor
-from components.image_example_gen import layouts
+from fakedetect.components.image_example_gen import executor
+from fakedetect.components.image_example_gen import layouts
 
 
 class IngestReport(types.Artifact):
@@ -26,8 +26,8 @@ class IngestReport(types.Artifact):
   Custom properties `files_found`, `ingested`, `quarantined` and `warnings` (ints) make the totals
   queryable in ML Metadata without opening the file.
   """
-  # KFP v2 loads a custom type by this name in its containers: <module>.<Class>, one dot.
-  TYPE_NAME = 'components.IngestReport'
+  # KFP v2 loads a custom type by this name in its containers: fakedetect.<Class>: its schema titles allow one dot.
+  TYPE_NAME = 'fakedetect.IngestReport'
 
 
 class ImageExampleGenSpec(types.ComponentSpec):

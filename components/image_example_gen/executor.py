@@ -26,10 +26,10 @@ from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
-from components import features
-from components.image_example_gen import layouts
+from fakedetect.components import features
+from fakedetect.components.image_example_gen import layouts
 # The work itself, importable without TFX (the Beam workers do); re-exported for callers.
-from components.image_example_gen.ingest import (  # pylint: disable=unused-import
+from fakedetect.components.image_example_gen.ingest import (  # pylint: disable=unused-import
     _Reject, BIAS_THRESHOLD, DEFAULT_MAX_PIXELS, DEFAULT_SPLIT_RATIOS, DUPLICATE_POLICIES,
     ImageReader, KEEP_LAYOUT, QUARANTINE_FILE, REASONS, REPORT_FILE, SAME_SPLIT, ShardVerifier,
     assign_split, bias_warnings, build_pipeline, class_profile, describe_plan,

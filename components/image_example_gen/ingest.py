@@ -38,8 +38,8 @@ from apache_beam.utils import windowed_value
 import numpy as np
 from PIL import Image
 
-from components import features
-from components.image_example_gen import layouts
+from fakedetect.components import features
+from fakedetect.components.image_example_gen import layouts
 
 DEFAULT_SPLIT_RATIOS = {'train': 70, 'eval': 15, 'test': 15}
 DEFAULT_MAX_PIXELS = 50_000_000

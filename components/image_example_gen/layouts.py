@@ -18,7 +18,7 @@ import posixpath
 import stat
 from typing import Dict, List, Optional, Tuple
 
-from components import features
+from fakedetect.components import features
 
 # Class folder names, compared in lower case.
 CLASS_FOLDERS = {name: label for label, name in enumerate(features.LABEL_NAMES)}

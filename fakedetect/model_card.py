@@ -4,7 +4,7 @@ Written to `<serving_model>/<name>/<version>/assets.extra/model_card.md` (+ `.ht
 loads only saved_model.pb and variables/, so assets.extra/ travels with the model unseen.
 
 Everything in the card is read back from the run, not restated from defaults: ML Metadata and the
-ingest report (pipeline/summary.py), the TFMA evaluation and its thresholds (eval_config.json),
+ingest report (fakedetect/summary.py), the TFMA evaluation and its thresholds (eval_config.json),
 the RobustnessGate's robustness.json and the model's own metadata. Where the data cannot support
 a claim, the card says so instead of making it.
 """
@@ -15,8 +15,8 @@ import math
 import os
 from typing import Any, Dict, List, Optional, Union
 
-from pipeline import summary as summary_lib
-from pipeline.config import PipelineConfig
+from fakedetect import summary as summary_lib
+from fakedetect.pipeline.config import PipelineConfig
 
 CARD_FILE = os.path.join('assets.extra', 'model_card.md')
 CARD_HTML_FILE = os.path.join('assets.extra', 'model_card.html')
@@ -71,8 +71,8 @@ class _Run:
   """The facts of the latest run the card is built from."""
 
   def __init__(self, config: PipelineConfig, summary: Optional[Dict[str, Any]] = None):
-    from components import robustness as robustness_lib  # pylint: disable=g-import-not-at-top
-    from components import serve  # pylint: disable=g-import-not-at-top
+    from fakedetect.components import robustness as robustness_lib  # pylint: disable=g-import-not-at-top
+    from fakedetect.components import export  # pylint: disable=g-import-not-at-top
     self.summary = summary if summary is not None else summary_lib.collect(config)
     outputs = summary_lib.RunOutputs(config)
     report = outputs.artifact('ImageExampleGen', 'report')
@@ -86,7 +86,7 @@ class _Run:
                                                             robustness_lib.RESULT_FILE)):
       self.robustness = robustness_lib.read(artifact.uri)
     self.model_dir = self.summary.get('pushed_model')
-    self.metadata = serve.read_metadata(self.model_dir) if self.model_dir else {}
+    self.metadata = export.read_metadata(self.model_dir) if self.model_dir else {}
 
 
 def _data_section(run: _Run) -> List[str]:

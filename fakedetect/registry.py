@@ -20,7 +20,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 CONFIG_FILE = 'models.config'
-METADATA_FILE = os.path.join('assets.extra', 'fakedetect.json')  # as components/serve.py writes
+METADATA_FILE = os.path.join('assets.extra', 'fakedetect.json')  # as components/export.py writes
 DEFAULT_MODEL_NAME = 'fakedetect'
 _HEADER = ('# TF Serving ModelServerConfig, written by `fakedetect` from the versions on disk.\n'
            '# Serve with: tensorflow_model_server --model_config_file=<this file> '
@@ -266,7 +266,7 @@ def pushes_from_metadata(metadata_path: str) -> Dict[str, Dict[str, Any]]:
       record['run_id'] = run_of(evaluator)
       evaluation = linked(evaluator, event_types.OUTPUT, 'evaluation')
       if evaluation is not None:
-        from pipeline import summary  # pylint: disable=g-import-not-at-top
+        from fakedetect import summary  # pylint: disable=g-import-not-at-top
         try:
           record['metrics'] = summary.evaluation_metrics(evaluation.uri).get(summary.OVERALL, {})
         except Exception as e:  # pylint: disable=broad-except

@@ -14,11 +14,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from components import features
-from components import perturb
-from components import robustness
-from components.image_example_gen import layouts
-from pipeline import predict
+from fakedetect.components import features
+from fakedetect.components import perturb
+from fakedetect.components import robustness
+from fakedetect.components.image_example_gen import layouts
+from fakedetect import predict
 
 
 class EvaluateError(ValueError):

@@ -10,8 +10,8 @@ import warnings
 
 import click
 
-from components import perturb as perturb_lib
-from pipeline import config as config_lib
+from fakedetect.components import perturb as perturb_lib
+from fakedetect.pipeline import config as config_lib
 
 DEFAULT_DEMO_DIR = 'demo_data'
 
@@ -66,7 +66,7 @@ def main() -> None:
 @click.option('--no-broken', is_flag=True, help='Leave out the deliberately broken files.')
 def demo_data(out_dir: str, per_class: int, seed: int, no_broken: bool) -> None:
   """Write the deterministic demo set (real/ and fake/<generator>/) into OUT_DIR."""
-  from components.datasets import demo  # pylint: disable=g-import-not-at-top
+  from fakedetect import demo_data as demo  # pylint: disable=g-import-not-at-top
   if per_class < 2:
     raise UserError('--per-class must be at least 2 (each split needs both classes).')
   try:
@@ -131,7 +131,7 @@ def run(data, output, settings, runner_profile, workers, tune, no_cache) -> None
     data = DEFAULT_DEMO_DIR
     if not os.path.isdir(data):
       click.echo(f'No --data given: generating the demo set in ./{data} first.', err=True)
-      from components.datasets import demo  # pylint: disable=g-import-not-at-top
+      from fakedetect import demo_data as demo  # pylint: disable=g-import-not-at-top
       demo.generate(data, progress=True)
   if not config_lib.is_remote(data) and not os.path.isdir(data):
     raise UserError(f'--data {data!r} is not a folder. Point it at a folder of labelled images '
@@ -145,21 +145,21 @@ def run(data, output, settings, runner_profile, workers, tune, no_cache) -> None
 
   try:
     with _output_to(log_path) as console:
-      from pipeline import runner  # pylint: disable=g-import-not-at-top
+      from fakedetect.pipeline import runner  # pylint: disable=g-import-not-at-top
       runner.run(config, console=console)  # TensorFlow's import chatter goes to the log too
   except Exception as e:  # pylint: disable=broad-except
     message = _root_message(e)
     raise UserError(f'The pipeline failed: {message}\nFull log: {log_path}') from None
-  from pipeline import summary as summary_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect import summary as summary_lib  # pylint: disable=g-import-not-at-top
   result = summary_lib.collect(config)
   summary_lib.write(result, config.summary_path)
   serving_root = os.path.dirname(config.serving_dir)
   if os.path.isdir(serving_root):
-    from pipeline import models  # pylint: disable=g-import-not-at-top
-    result['models_config'] = models.write_config(serving_root)
+    from fakedetect import registry  # pylint: disable=g-import-not-at-top
+    result['models_config'] = registry.write_config(serving_root)
   click.echo(summary_lib.render(result))
   if result['pushed_model']:
-    from pipeline import model_card  # pylint: disable=g-import-not-at-top
+    from fakedetect import model_card  # pylint: disable=g-import-not-at-top
     click.echo(f'model card: {model_card.write_for_run(config, summary=result)}')
   click.echo(f'summary: {config.summary_path}')
 
@@ -192,7 +192,7 @@ def compile_command(target, output, pipeline_root, data, image, settings, runner
   config = _build_config(data or f'{pipeline_root.rstrip("/")}/data', pipeline_root, settings,
                          no_cache, tune, runner_profile, workers)
   with _output_to(os.devnull):  # TensorFlow's and TFX's import and compile chatter
-    from pipeline import runner  # pylint: disable=g-import-not-at-top
+    from fakedetect.pipeline import runner  # pylint: disable=g-import-not-at-top
     try:
       path = runner.compile_kubeflow_v2(config, output, image)
     except runner.CompileError as e:
@@ -229,7 +229,7 @@ def _output_to(path: str):
 
 def _check_layout(data_dir: str) -> None:
   """Fails fast, before TFX starts, on a folder whose layout cannot be read."""
-  from components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
   try:
     layouts.detect(data_dir)
   except ValueError as e:
@@ -251,10 +251,10 @@ _MODEL_HELP = ('A pushed model: a version folder, a model folder, a serving root
 
 
 def _find_model(model) -> str:
-  from pipeline import models  # pylint: disable=g-import-not-at-top
+  from fakedetect import registry  # pylint: disable=g-import-not-at-top
   try:
-    return models.find_model(model)
-  except models.ModelsError as e:
+    return registry.find_model(model)
+  except registry.ModelsError as e:
     raise UserError(str(e)) from None
 
 
@@ -275,7 +275,7 @@ def models() -> None:
 @click.option('--json', 'as_json', is_flag=True, help='Machine-readable rows.')
 def models_list(output, name, as_json) -> None:
   """Pushed versions, newest first: when, threshold, metrics, the run that blessed it."""
-  from pipeline import models as models_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect import registry as models_lib  # pylint: disable=g-import-not-at-top
   try:
     rows = models_lib.describe(_serving_root(output), name)
   except models_lib.ModelsError as e:
@@ -289,7 +289,7 @@ def models_list(output, name, as_json) -> None:
 @click.option('--name', default=None, help='Model name, when the folder holds several.')
 def models_rollback(version, output, name) -> None:
   """Pin VERSION in models.config: TF Serving serves it instead of the latest."""
-  from pipeline import models as models_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect import registry as models_lib  # pylint: disable=g-import-not-at-top
   try:
     path = models_lib.rollback(_serving_root(output), version, name)
   except models_lib.ModelsError as e:
@@ -304,7 +304,7 @@ def models_rollback(version, output, name) -> None:
 @click.option('--name', default=None, help='Model name, when the folder holds several.')
 def models_unpin(output, name) -> None:
   """Remove the pin: TF Serving serves the latest version again."""
-  from pipeline import models as models_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect import registry as models_lib  # pylint: disable=g-import-not-at-top
   try:
     path = models_lib.unpin(_serving_root(output), name)
   except models_lib.ModelsError as e:
@@ -319,7 +319,7 @@ def models_unpin(output, name) -> None:
               'tensorflow/serving container. Default: as the file says, else the absolute path.')
 def models_config(output, base_path) -> None:
   """Regenerate models.config from the versions on disk (pins are kept)."""
-  from pipeline import models as models_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect import registry as models_lib  # pylint: disable=g-import-not-at-top
   try:
     path = models_lib.write_config(_serving_root(output), base_path=base_path)
   except models_lib.ModelsError as e:
@@ -346,7 +346,7 @@ def predict(paths, model, output, fmt, batch_size, uncertain_band, max_bytes, ma
             no_progress) -> None:
   """Score images (files, folders, globs) with a pushed model: path, fake_probability, label,
   uncertain, error (one row per file; files that cannot be scored say why)."""
-  from pipeline import predict as predict_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect import predict as predict_lib  # pylint: disable=g-import-not-at-top
   model_dir = _find_model(model)
   limits = predict_lib.Limits(max_bytes or predict_lib.DEFAULT_MAX_BYTES,
                               max_pixels or predict_lib.DEFAULT_MAX_PIXELS)
@@ -383,8 +383,8 @@ def predict(paths, model, output, fmt, batch_size, uncertain_band, max_bytes, ma
 def evaluate(data, model, split, perturbations, json_path, predictions_path, batch_size) -> None:
   """Score a pushed model on a labelled folder it never saw (any layout `run` reads), through
   serving_default on the raw files: accuracy, precision, recall, F1 and AUC, per source too."""
-  from pipeline import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
-  from pipeline import predict as predict_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect import predict as predict_lib  # pylint: disable=g-import-not-at-top
   model_dir = _find_model(model)
   try:
     labelled = evaluate_lib.read_labelled(data, split)
@@ -415,7 +415,7 @@ def evaluate(data, model, split, perturbations, json_path, predictions_path, bat
               help='Heatmap opacity.')
 def explain(image, model, output, target, alpha) -> None:
   """Grad-CAM heatmap (last convolution) over IMAGE, written as a PNG."""
-  from pipeline import explain as explain_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect import explain as explain_lib  # pylint: disable=g-import-not-at-top
   model_dir = _find_model(model)
   with open(image, 'rb') as f:
     data = f.read()
@@ -440,7 +440,7 @@ def inspect_command(run, report_dir) -> None:
   report. RUN is a run's --output folder (default ./outputs) or an Evaluator evaluation folder."""
   os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'  # TFMA's loaders are chatty; the table is the output
   logging.getLogger('tensorflow').setLevel(logging.ERROR)
-  from pipeline import inspect as inspect_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect import report as inspect_lib  # pylint: disable=g-import-not-at-top
   try:
     _, text, report = inspect_lib.inspect(run, report_dir)
   except inspect_lib.InspectError as e:

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from components import features
+from fakedetect.components import features
 
 KERAS_COPY = os.path.join('assets.extra', 'model.keras')
 TARGETS = ('predicted', 'fake', 'real')
@@ -39,15 +39,15 @@ def load_classifier(version_dir: str):
   """The pushed model's Keras classifier, callable layer by layer."""
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from components import model as model_lib  # pylint: disable=g-import-not-at-top
-  from components import serve  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import model as model_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import export  # pylint: disable=g-import-not-at-top
   keras_copy = os.path.join(version_dir, KERAS_COPY)
   if os.path.isfile(keras_copy):
     return keras.saving.load_model(keras_copy, compile=False)
-  metadata = serve.read_metadata(version_dir)
+  metadata = export.read_metadata(version_dir)
   if not metadata.get('hyperparameters'):
     raise ExplainError(f'{version_dir} has neither {KERAS_COPY} nor hyperparameters in '
-                       f'{serve.METADATA_FILE}: its classifier cannot be rebuilt.')
+                       f'{export.METADATA_FILE}: its classifier cannot be rebuilt.')
   model = model_lib.build_from_hparams(int(metadata['image_size']), metadata['hyperparameters'])
   checkpoint = tf.train.Checkpoint(model=model)
   try:
@@ -92,8 +92,8 @@ def explain(version_dir: str, image_bytes: bytes, target: str = 'predicted', loa
             classifier=None, limits=None) -> Explanation:
   """Grad-CAM for one encoded image, after checking the classifier scores it as serving does."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from components import serve  # pylint: disable=g-import-not-at-top
-  from pipeline import predict  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import export  # pylint: disable=g-import-not-at-top
+  from fakedetect import predict  # pylint: disable=g-import-not-at-top
   if target not in TARGETS:
     raise ExplainError(f'target must be one of {", ".join(TARGETS)}, not {target!r}.')
   problem = predict.check_image(image_bytes, limits or predict.Limits())
@@ -101,11 +101,11 @@ def explain(version_dir: str, image_bytes: bytes, target: str = 'predicted', loa
     raise ExplainError(f'Cannot explain this file: {problem}.')
   loaded = loaded or tf.saved_model.load(version_dir)
   classifier = classifier or load_classifier(version_dir)
-  metadata = loaded.signatures[serve.METADATA_SIGNATURE]()
+  metadata = loaded.signatures[export.METADATA_SIGNATURE]()
   threshold, size = float(metadata['threshold']), int(metadata['image_size'])
   image = features.decode_and_resize(tf.constant([image_bytes]), size)[0].numpy()
-  served = float(loaded.signatures[serve.SERVING_SIGNATURE](
-      image_bytes=tf.constant([image_bytes]))[serve.PROBABILITY_KEY][0])
+  served = float(loaded.signatures[export.SERVING_SIGNATURE](
+      image_bytes=tf.constant([image_bytes]))[export.PROBABILITY_KEY][0])
   decided = features.FAKE if served >= threshold else features.REAL
   index = decided if target == 'predicted' else features.LABEL_NAMES.index(target)
   heatmap, probability, layer = grad_cam(classifier, image, index)

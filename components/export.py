@@ -16,7 +16,7 @@ from typing import Any, Dict
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components import features
+from fakedetect.components import features
 
 SERVING_SIGNATURE = 'serving_default'
 EXAMPLE_SIGNATURE = 'serving_tf_example'

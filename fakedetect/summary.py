@@ -16,8 +16,8 @@ import tensorflow_model_analysis as tfma
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.types import artifact_utils
 
-from pipeline import config as config_lib
-from pipeline.config import PipelineConfig
+from fakedetect.pipeline import config as config_lib
+from fakedetect.pipeline.config import PipelineConfig
 
 OVERALL = 'overall'
 _METRIC_NAMES = {
@@ -238,7 +238,7 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
     summary['not_blessed_because'] = validation_failures(evaluation.uri)
   robustness_artifact = outputs.artifact('RobustnessGate', 'robustness')
   if robustness_artifact is not None:
-    from components import robustness  # pylint: disable=g-import-not-at-top
+    from fakedetect.components import robustness  # pylint: disable=g-import-not-at-top
     result = robustness.read(robustness_artifact.uri)
     summary['robustness'] = {name: {k: m[k] for k in ('accuracy', 'precision', 'recall', 'auc',
                                                       'flip_rate')}

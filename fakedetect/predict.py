@@ -18,7 +18,7 @@ from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from components import features
+from fakedetect.components import features
 
 # Limits on untrusted input, checked before anything is decoded.
 DEFAULT_MAX_BYTES = features.MAX_IMAGE_BYTES  # encoded file size, as serving_default
@@ -119,12 +119,12 @@ class Predictor:
 
   def __init__(self, model_dir: str):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from components import serve  # pylint: disable=g-import-not-at-top
+    from fakedetect.components import export  # pylint: disable=g-import-not-at-top
     self.model_dir = model_dir
     self.loaded = tf.saved_model.load(model_dir)
-    self._serve = self.loaded.signatures[serve.SERVING_SIGNATURE]
-    self._probability_key = serve.PROBABILITY_KEY
-    metadata = self.loaded.signatures[serve.METADATA_SIGNATURE]()
+    self._serve = self.loaded.signatures[export.SERVING_SIGNATURE]
+    self._probability_key = export.PROBABILITY_KEY
+    metadata = self.loaded.signatures[export.METADATA_SIGNATURE]()
     self.threshold = float(metadata['threshold'])
     self.image_size = int(metadata['image_size'])
 

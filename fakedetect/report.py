@@ -1,6 +1,6 @@
 """`fakedetect inspect`: the TFMA slice table, the blessing verdict, plots and one HTML report.
 
-Reads a run back from ML Metadata (pipeline/summary.py's RunOutputs, evaluation_metrics and
+Reads a run back from ML Metadata (fakedetect/summary.py's RunOutputs, evaluation_metrics and
 validation_failures) and the RobustnessGate's robustness.json, then writes into
 `<run output>/report/`: roc.png, pr.png, calibration.png, confusion_matrix.png, slices.png,
 robustness.png and index.html (the tables, the verdict and the plots).
@@ -13,8 +13,8 @@ import math
 import os
 from typing import Any, Dict, List, Optional
 
-from pipeline import summary as summary_lib
-from pipeline.config import PipelineConfig
+from fakedetect import summary as summary_lib
+from fakedetect.pipeline.config import PipelineConfig
 
 REPORT_DIR = 'report'
 TABLE_METRICS = ('example_count', 'accuracy', 'precision', 'recall', 'f1', 'auc', 'pr_auc')
@@ -85,7 +85,7 @@ def _robustness_of_evaluation(metadata_path: str, evaluation_uri: str):
 def _read_robustness(artifact) -> Optional[Dict[str, Any]]:
   if artifact is None:
     return None
-  from components import robustness  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import robustness  # pylint: disable=g-import-not-at-top
   try:
     return robustness.read(artifact.uri)
   except Exception:  # pylint: disable=broad-except  (a failed or older run: no file)
