@@ -16,6 +16,7 @@ import os
 from typing import Any, Dict, List, Optional, Union
 
 from fakedetect import summary as summary_lib
+from fakedetect.components import evaluation_results
 from fakedetect.pipeline.config import PipelineConfig
 
 CARD_FILE = os.path.join('assets.extra', 'model_card.md')
@@ -45,26 +46,6 @@ def wilson_interval(successes: float, n: float, z: float = 1.96):
   centre = (p + z * z / (2 * n)) / (1 + z * z / n)
   half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
   return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def gate_bars(evaluation_uri: str) -> List[str]:
-  """The thresholds the Evaluator applied, in words, from the evaluation's own eval_config.json."""
-  with open(os.path.join(evaluation_uri, 'eval_config.json'), encoding='utf-8') as f:
-    config = json.load(f).get('evalConfig', {})
-  bars = []
-  for spec in config.get('metricsSpecs', []):
-    for metric in spec.get('metrics', []):
-      name = json.loads(metric.get('config') or '{}').get('name') or metric.get('className')
-      for per_slice in metric.get('perSliceThresholds', []):
-        threshold = per_slice.get('threshold', {})
-        lower = threshold.get('valueThreshold', {}).get('lowerBound')
-        if lower is not None:
-          bars.append(f'{name} >= {float(lower):g}')
-        change = threshold.get('changeThreshold', {}).get('absolute')
-        if change is not None:
-          bars.append(f'{name} drops by at most {-float(change):g} against the last blessed '
-                      'model')
-  return bars
 
 
 class _Run:
@@ -163,7 +144,7 @@ def _evaluation_section(run: _Run) -> List[str]:
     lines += [f'With {n} test images, the 95% interval on accuracy is about '
               f'{low:.3f}-{high:.3f}.', '']
   if s.get('evaluation'):
-    bars = gate_bars(s['evaluation'])
+    bars = evaluation_results.gate_bars(s['evaluation'])
     if run.robustness and run.robustness.get('min_accuracy'):
       bars.append(f"accuracy under every perturbation >= {run.robustness['min_accuracy']:g}")
     lines += ['Gate this model passed: ' + ('; '.join(bars) or 'none') + '.', '']

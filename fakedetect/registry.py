@@ -266,9 +266,10 @@ def pushes_from_metadata(metadata_path: str) -> Dict[str, Dict[str, Any]]:
       record['run_id'] = run_of(evaluator)
       evaluation = linked(evaluator, event_types.OUTPUT, 'evaluation')
       if evaluation is not None:
-        from fakedetect import summary  # pylint: disable=g-import-not-at-top
+        from fakedetect.components import evaluation_results  # pylint: disable=g-import-not-at-top
         try:
-          record['metrics'] = summary.evaluation_metrics(evaluation.uri).get(summary.OVERALL, {})
+          record['metrics'] = evaluation_results.evaluation_metrics(evaluation.uri).get(
+              evaluation_results.OVERALL, {})
         except Exception as e:  # pylint: disable=broad-except
           logging.warning('Could not read the evaluation at %s: %s', evaluation.uri, e)
     found[os.path.abspath(props['pushed_destination'].string_value)] = record

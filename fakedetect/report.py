@@ -14,6 +14,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 from fakedetect import summary as summary_lib
+from fakedetect.components import evaluation_results
 from fakedetect.pipeline.config import PipelineConfig
 
 REPORT_DIR = 'report'
@@ -135,14 +136,14 @@ def load(target: str = 'outputs') -> Inspection:
       evaluator_ok = tfma.load_validation_result(evaluation).validation_ok
 
   robustness = _read_robustness(robustness_artifact)
-  failures = [] if evaluator_ok else summary_lib.validation_failures(evaluation)
+  failures = [] if evaluator_ok else evaluation_results.validation_failures(evaluation)
   if robustness:
     failures += robustness.get('failures', [])
   blessed = _blessed(final_blessing)
   if blessed is None:
     blessed = bool(evaluator_ok) and not failures
   return Inspection(evaluation=evaluation, output_dir=output_dir,
-                    slices=summary_lib.evaluation_metrics(evaluation), blessed=blessed,
+                    slices=evaluation_results.evaluation_metrics(evaluation), blessed=blessed,
                     failures=failures, robustness=robustness,
                     threshold=(robustness or {}).get('threshold'), run_id=run_id)
 
@@ -158,7 +159,7 @@ def _fmt(value: Any, count: bool = False) -> str:
 
 
 def _rows(inspection: Inspection) -> List[List[str]]:
-  names = sorted(inspection.slices, key=lambda n: (n != summary_lib.OVERALL, n))
+  names = sorted(inspection.slices, key=lambda n: (n != evaluation_results.OVERALL, n))
   return [[name] + [_fmt(inspection.slices[name].get(m), m == 'example_count') for m in TABLE_METRICS]
           for name in names]
 
@@ -207,7 +208,7 @@ def render(inspection: Inspection) -> str:
 def _overall_plots(uri: str) -> Dict[str, Any]:
   """{'matrices': [...], 'buckets': [...]} of the overall slice (zero fields are left out)."""
   found: Dict[str, Any] = {'matrices': [], 'buckets': []}
-  for slice_key, by_output in summary_lib.load_candidate_result(uri).plots:
+  for slice_key, by_output in evaluation_results.load_candidate_result(uri).plots:
     if slice_key:
       continue
     for by_class in by_output.values():
@@ -299,12 +300,13 @@ def _calibration(buckets, out_dir: str) -> str:
 
 def _slice_bars(slices: Dict[str, Dict[str, float]], out_dir: str) -> str:
   plt = _figure()
-  names = [n for n in sorted(slices) if n != summary_lib.OVERALL]
-  names = [summary_lib.OVERALL] + names if summary_lib.OVERALL in slices else names
+  names = [n for n in sorted(slices) if n != evaluation_results.OVERALL]
+  overall = evaluation_results.OVERALL
+  names = [overall] + names if overall in slices else names
   accuracy = [slices[n].get('accuracy', float('nan')) for n in names]
   counts = [int(slices[n].get('example_count', 0)) for n in names]
   fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.2))
-  ax.barh(range(len(names)), accuracy, color=['#555' if n == summary_lib.OVERALL else '#4c72b0'
+  ax.barh(range(len(names)), accuracy, color=['#555' if n == evaluation_results.OVERALL else '#4c72b0'
                                               for n in names])
   ax.set_yticks(range(len(names)))
   ax.set_yticklabels([f'{n} (n={c})' for n, c in zip(names, counts)])

@@ -12,18 +12,13 @@ from typing import Any, Dict, List, Optional
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 import tensorflow as tf
-import tensorflow_model_analysis as tfma
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.types import artifact_utils
 
+from fakedetect.components import evaluation_results
 from fakedetect.pipeline import config as config_lib
 from fakedetect.pipeline.config import PipelineConfig
 
-OVERALL = 'overall'
-_METRIC_NAMES = {
-    'binary_accuracy': 'accuracy', 'precision': 'precision', 'recall': 'recall',
-    'f1_score': 'f1', 'auc': 'auc', 'pr_auc': 'pr_auc', 'example_count': 'example_count',
-}
 
 
 class RunOutputs:
@@ -110,67 +105,6 @@ def _anomalies(artifact) -> Dict[str, List[str]]:
   return found
 
 
-def _slice_name(slice_key) -> str:
-  if not slice_key:
-    return OVERALL
-  return ', '.join(f'{k}={v.decode() if isinstance(v, bytes) else v}' for k, v in slice_key)
-
-
-def load_candidate_result(uri: str) -> tfma.EvalResult:
-  """The TFMA EvalResult (metrics and plots) of the candidate model of an evaluation."""
-  config_path = os.path.join(uri, 'eval_config.json')
-  models = json.loads(tf.io.gfile.GFile(config_path).read()).get('evalConfig', {}).get(
-      'modelSpecs', [{}]) if tf.io.gfile.exists(config_path) else [{}]
-  # With a baseline the evaluation holds two models; the summary is about the candidate.
-  name = next((m.get('name') for m in models if not m.get('isBaseline')), None)
-  return tfma.load_eval_result(uri, model_name=name if len(models) > 1 else None)
-
-
-def evaluation_metrics(uri: str) -> Dict[str, Dict[str, float]]:
-  """{slice name: {metric: value}} for the candidate model."""
-  result = load_candidate_result(uri)
-  slices = {}
-  for slice_key, by_output in result.slicing_metrics:
-    values = {}
-    for by_class in by_output.values():
-      for metrics in by_class.values():
-        for name, value in metrics.items():
-          if name in _METRIC_NAMES and 'doubleValue' in value:
-            values[_METRIC_NAMES[name]] = float(value['doubleValue'])
-    slices[_slice_name(slice_key)] = values
-  return slices
-
-
-def validation_failures(uri: str) -> List[str]:
-  """Why the Evaluator refused to bless, one line per failed threshold."""
-  result = tfma.load_validation_result(uri)
-  reasons = []
-  for per_slice in result.metric_validations_per_slice:
-    for failure in per_slice.failures:
-      reasons.append(_describe_failure(failure))
-  if result.missing_thresholds:
-    reasons.append(f'missing thresholds: {len(result.missing_thresholds)}')
-  return reasons
-
-
-def _describe_failure(failure) -> str:
-  """E.g. 'precision 0.5278 is below the bar 0.8 (short by 0.2722)'."""
-  name = failure.metric_key.name
-  value = failure.metric_value.double_value.value
-  threshold = failure.metric_threshold
-  if failure.metric_key.is_diff:
-    bound = threshold.change_threshold.absolute.value
-    return (f'{name} changed by {value:+.4f} against the last blessed model; '
-            f'the most it may drop is {-bound:.4f}')
-  bounds = threshold.value_threshold
-  if bounds.HasField('lower_bound') and value < bounds.lower_bound.value:
-    return (f'{name} {value:.4f} is below the bar {bounds.lower_bound.value:g} '
-            f'(short by {bounds.lower_bound.value - value:.4f})')
-  if bounds.HasField('upper_bound') and value > bounds.upper_bound.value:
-    return f'{name} {value:.4f} is above the limit {bounds.upper_bound.value:g}'
-  return f'{name} {value:.4f} failed {failure.message or "its threshold"}'
-
-
 def collect(config: PipelineConfig) -> Dict[str, Any]:
   outputs = RunOutputs(config)
   report_artifact = outputs.artifact('ImageExampleGen', 'report')
@@ -223,9 +157,9 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
 
   evaluation = outputs.artifact('Evaluator', 'evaluation')
   if evaluation is not None:
-    by_slice = evaluation_metrics(evaluation.uri)
-    summary['metrics'] = by_slice.get(OVERALL, {})
-    summary['metrics_by_slice'] = {k: v for k, v in by_slice.items() if k != OVERALL}
+    by_slice = evaluation_results.evaluation_metrics(evaluation.uri)
+    summary['metrics'] = by_slice.get(evaluation_results.OVERALL, {})
+    summary['metrics_by_slice'] = {k: v for k, v in by_slice.items() if k != evaluation_results.OVERALL}
     summary['evaluation'] = evaluation.uri
 
   blessing = outputs.artifact('Evaluator', 'blessing')
@@ -235,7 +169,7 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
   summary['blessed'] = _int_property(final_blessing, 'blessed') == 1
   if (blessing is not None and _int_property(blessing, 'blessed') != 1
       and evaluation is not None):
-    summary['not_blessed_because'] = validation_failures(evaluation.uri)
+    summary['not_blessed_because'] = evaluation_results.validation_failures(evaluation.uri)
   robustness_artifact = outputs.artifact('RobustnessGate', 'robustness')
   if robustness_artifact is not None:
     from fakedetect.components import robustness  # pylint: disable=g-import-not-at-top
