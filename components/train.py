@@ -25,6 +25,7 @@ from fakedetect.components import distribute
 from fakedetect.components import features
 from fakedetect.components import model as model_lib
 from fakedetect.components import export
+from fakedetect.pipeline import config as config_lib
 
 HISTORY_FILE = 'history.json'
 CURVES_FILE = 'training_curves.png'
@@ -69,8 +70,8 @@ class _BatchCounter(keras.callbacks.Callback):
     self.count += 1
 
 
-def _hparams(fn_args: tfx.components.FnArgs) -> Dict[str, Any]:
-  hparams = {name: fn_args.custom_config['train'][name] for name in model_lib.HPARAM_NAMES}
+def _hparams(fn_args: tfx.components.FnArgs, train: config_lib.TrainConfig) -> Dict[str, Any]:
+  hparams = {name: getattr(train, name) for name in model_lib.HPARAM_NAMES}
   if fn_args.hyperparameters:
     best = keras_tuner.HyperParameters.from_config(fn_args.hyperparameters).values
     hparams.update({k: v for k, v in best.items() if k in hparams})
@@ -139,21 +140,20 @@ def _plot_curves(history: Dict[str, List[float]], path: str) -> None:
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
   """Trains with early stopping, picks the decision threshold on eval, exports for serving."""
-  config = fn_args.custom_config
-  train_config = config['train']
-  strategy = distribute.strategy(train_config['strategy'])  # before any TF work
-  policy = distribute.set_precision(train_config['precision'])
-  image_size = int(config['image_size'])
-  keras.utils.set_random_seed(int(train_config['seed']))
+  config = config_lib.ModuleConfig.from_custom_config(fn_args.custom_config)
+  train = config.train
+  strategy = distribute.strategy(train.strategy)  # before any TF work
+  policy = distribute.set_precision(train.precision)
+  image_size = config.image.size
+  keras.utils.set_random_seed(train.seed)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-  batch_size = int(train_config['batch_size'])
   train_set = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                       batch_size, shuffle=True, seed=int(train_config['seed']),
-                       shuffle_labels=bool(train_config['shuffle_labels']))
+                       train.batch_size, shuffle=True, seed=train.seed,
+                       shuffle_labels=train.shuffle_labels)
   eval_set = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                      batch_size, shuffle=False, seed=0)
+                      train.batch_size, shuffle=False, seed=0)
 
-  hparams = _hparams(fn_args)
+  hparams = _hparams(fn_args, train)
   with strategy.scope():
     model = model_lib.build_from_hparams(image_size, hparams)
   model.summary(print_fn=logging.info)
@@ -162,23 +162,23 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   callbacks = [
       batches,
       keras.callbacks.EarlyStopping(
-          monitor='val_loss', patience=int(train_config['early_stopping_patience']),
+          monitor='val_loss', patience=train.early_stopping_patience,
           restore_best_weights=True),
       keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
   ]
-  if train_config['lr_schedule'] == 'cosine':
+  if train.lr_schedule == 'cosine':
     callbacks.append(keras.callbacks.LearningRateScheduler(
-        cosine_schedule(float(hparams['learning_rate']), int(train_config['epochs']))))
+        cosine_schedule(float(hparams['learning_rate']), train.epochs)))
   started = time.monotonic()
   history = model.fit(augmented(train_set, hparams), validation_data=eval_set,
-                      epochs=int(train_config['epochs']), callbacks=callbacks, verbose=2)
+                      epochs=train.epochs, callbacks=callbacks, verbose=2)
   fit_seconds = time.monotonic() - started
 
   model = distribute.float32_copy(model, lambda: model_lib.build_from_hparams(image_size, hparams))
   labels, probabilities = _predict(model, eval_set)
-  threshold = choose_threshold(labels, probabilities, train_config['threshold_metric'])
+  threshold = choose_threshold(labels, probabilities, train.threshold_metric)
   logging.info('Decision threshold %.4f (best %s on the eval split).', threshold,
-               train_config['threshold_metric'])
+               train.threshold_metric)
 
   tf.io.gfile.makedirs(fn_args.model_run_dir)
   record = {
@@ -191,7 +191,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
       'precision': policy,
       # Counted during fit (the last batch of an epoch may be short: within one batch per
       # epoch); validation passes included, as that is what a user waits for.
-      'train_images_per_second': batches.count * batch_size / max(fit_seconds, 1e-9),
+      'train_images_per_second': batches.count * train.batch_size / max(fit_seconds, 1e-9),
   }
   with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), 'w') as f:
     f.write(json.dumps(record, indent=2))
@@ -202,20 +202,20 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   export.export(model, tf_transform_output, target, threshold, image_size,
                extra_metadata={'hyperparameters': hparams,
                                'epochs_run': record['epochs_run'],
-                               'threshold_metric': train_config['threshold_metric']})
+                               'threshold_metric': train.threshold_metric})
 
 
 class _HyperModel(keras_tuner.HyperModel):
   """The search space: learning rate, width, depth, dropout and augmentation strength."""
 
-  def __init__(self, image_size: int, train_config: Dict[str, Any]):
+  def __init__(self, image_size: int, train: config_lib.TrainConfig):
     super().__init__()
     self._image_size = image_size
-    self._train_config = train_config
+    self._train = train
 
   def _values(self, hp: keras_tuner.HyperParameters) -> Dict[str, Any]:
     # Searched: the model's knobs and how hard augmentation pushes; the rest as configured.
-    values = {name: self._train_config[name] for name in model_lib.HPARAM_NAMES}
+    values = {name: getattr(self._train, name) for name in model_lib.HPARAM_NAMES}
     values.update({
         'learning_rate': hp.Float('learning_rate', 1e-3, 1e-2, sampling='log'),
         'width': hp.Choice('width', [16, 32, 48]),
@@ -237,28 +237,26 @@ class _HyperModel(keras_tuner.HyperModel):
 
 def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
   """A RandomSearch on val_loss within the configured trial budget."""
-  config = fn_args.custom_config
-  train_config, tuner_config = config['train'], config['tuner']
-  image_size = int(config['image_size'])
-  distribute.set_precision(train_config['precision'])  # trials train as the Trainer will
+  config = config_lib.ModuleConfig.from_custom_config(fn_args.custom_config)
+  train = config.train
+  distribute.set_precision(train.precision)  # trials train as the Trainer will
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-  batch_size = int(train_config['batch_size'])
   tuner = keras_tuner.RandomSearch(
-      _HyperModel(image_size, train_config),
+      _HyperModel(config.image.size, train),
       objective=keras_tuner.Objective('val_loss', 'min'),
-      max_trials=int(tuner_config['max_trials']),
-      seed=int(train_config['seed']),
+      max_trials=config.tuner.max_trials,
+      seed=train.seed,
       directory=fn_args.working_dir,
       project_name='fakedetect_tuning')
   train_set = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                       batch_size, shuffle=True, seed=int(train_config['seed']))
+                       train.batch_size, shuffle=True, seed=train.seed)
   eval_set = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                      batch_size, shuffle=False, seed=0)
+                      train.batch_size, shuffle=False, seed=0)
   return tfx.components.TunerFnResult(
       tuner=tuner,
       fit_kwargs={
           'x': train_set,
           'validation_data': eval_set,
-          'epochs': int(tuner_config['epochs_per_trial']),
+          'epochs': config.tuner.epochs_per_trial,
           'callbacks': [keras.callbacks.EarlyStopping(monitor='val_loss', patience=2)],
       })

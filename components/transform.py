@@ -10,12 +10,13 @@ from typing import Any, Dict, Optional
 import tensorflow as tf
 
 from fakedetect.components import features
+from fakedetect.pipeline import config as config_lib
 
 
 def preprocessing_fn(inputs: Dict[str, tf.Tensor],
                      custom_config: Optional[Dict[str, Any]] = None) -> Dict[str, tf.Tensor]:
   """Decodes, resizes to the configured size and scales to [0, 1]; passes the label through."""
-  image_size = int((custom_config or {}).get('image_size', features.DEFAULT_IMAGE_SIZE))
+  image_size = config_lib.ModuleConfig.from_custom_config(custom_config).image.size
   outputs = {
       features.TRANSFORMED_IMAGE_KEY:
           features.decode_and_resize(inputs[features.IMAGE_KEY], image_size),

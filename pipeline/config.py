@@ -102,6 +102,30 @@ class GateConfig:
   min_robust_accuracy: float = 0.0
 
 
+@dataclasses.dataclass
+class ModuleConfig:
+  """The settings the module code TFX loads (transform.py, train.py) receives, typed on both
+  sides: the DAG passes `to_custom_config()` as a component's custom_config (JSON in ML Metadata),
+  and the module rebuilds the dataclasses with `from_custom_config`. A section a component does
+  not get keeps its defaults (the Transform gets only `image`, so training settings do not bust
+  its cache).
+  """
+  image: ImageConfig = dataclasses.field(default_factory=ImageConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  tuner: TunerConfig = dataclasses.field(default_factory=TunerConfig)
+
+  def to_custom_config(self, *sections: str) -> Dict[str, Any]:
+    """{section: fields} for the named sections (all by default)."""
+    names = sections or tuple(field.name for field in dataclasses.fields(self))
+    return {name: dataclasses.asdict(getattr(self, name)) for name in names}
+
+  @classmethod
+  def from_custom_config(cls, custom_config: Optional[Dict[str, Any]]) -> 'ModuleConfig':
+    types = {field.name: field.default_factory for field in dataclasses.fields(cls)}
+    return cls(**{name: types[name](**values)
+                  for name, values in (custom_config or {}).items() if name in types})
+
+
 RUNNER_PROFILES = ('in-memory', 'multi-processing', 'dataflow', 'flink', 'spark')
 ENVIRONMENT_TYPES = ('DOCKER', 'PROCESS', 'EXTERNAL', 'LOOPBACK')
 # The components that run Beam; the others (Trainer, RobustnessGate, Pusher, ...) run in the
@@ -179,6 +203,9 @@ class PipelineConfig:
 
   def to_dict(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
+
+  def module_config(self) -> ModuleConfig:
+    return ModuleConfig(image=self.image, train=self.train, tuner=self.tuner)
 
   def with_overrides(self, overrides: List[str]) -> 'PipelineConfig':
     """Applies `section.field=value` strings, typed by the dataclass fields."""

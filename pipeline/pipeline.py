@@ -89,12 +89,6 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
       metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
 
 
-def _module_config(config: PipelineConfig) -> dict:
-  return {'image_size': config.image.size,
-          'train': config.to_dict()['train'],
-          'tuner': config.to_dict()['tuner']}
-
-
 def _user_code(module_file: str, fn_key: str, fn_path: str, packaged: bool) -> dict:
   """module_file: TFX packages the module's folder as a wheel under the pipeline root and keys
   the cache on its hash (local runs). Otherwise the installed package's function by import
@@ -120,9 +114,9 @@ def create_components(config: PipelineConfig, packaged_modules: bool = True
   transform = tfx.components.Transform(
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
-      custom_config={'image_size': config.image.size},
+      custom_config=config.module_config().to_custom_config('image'),
       **_user_code(TRANSFORM_MODULE, 'preprocessing_fn', PREPROCESSING_FN, packaged_modules))
-  module_config = _module_config(config)
+  module_config = config.module_config().to_custom_config()
   tuner = None
   if config.tuner.enabled:
     tuner = tfx.components.Tuner(

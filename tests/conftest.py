@@ -46,7 +46,7 @@ def transform_output_dir(tmp_path_factory):
   output_dir = str(root / 'transform_output')
   with tft_beam.Context(temp_dir=str(root / 'tmp')):
     (transformed, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
-        lambda inputs: transform.preprocessing_fn(inputs, {'image_size': 16}))
+        lambda inputs: transform.preprocessing_fn(inputs, {'image': {'size': 16}}))
     _ = transform_fn | tft_beam.WriteTransformFn(output_dir)
   # The Transform component also records the raw schema; serving reads it from there.
   metadata_io.write_metadata(metadata, os.path.join(output_dir, 'metadata'))

@@ -97,7 +97,9 @@ def test_component_parameters_are_the_configs(compiled):
   custom = json.loads(params['Trainer']['custom_config'])
   assert custom['train']['strategy'] == 'mirrored'
   assert custom['train']['epochs'] == config_lib.TrainConfig().epochs
-  assert json.loads(params['Transform']['custom_config']) == {'image_size': custom['image_size']}
+  assert json.loads(params['Transform']['custom_config']) == {'image': custom['image']}
+  # The module code rebuilds the typed config from what the pipeline compiled in.
+  assert config_lib.ModuleConfig.from_custom_config(custom).train.strategy == 'mirrored'
   eval_config = json.loads(params['Evaluator']['eval_config'])
   metrics = {m['class_name']: m for m in eval_config['metrics_specs'][0]['metrics']}
   assert {'Precision', 'Recall', 'BinaryAccuracy', 'AUC'} <= set(metrics)
