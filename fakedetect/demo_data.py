@@ -24,6 +24,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
+from fakedetect.components import errors
+
 REAL_SOURCES = ('camera_a', 'camera_b')
 FAKE_SOURCES = ('nearest_upsampler', 'transposed_conv')
 MIN_SIDE, MAX_SIDE = 32, 64
@@ -283,6 +285,10 @@ def _read_marker(out_dir: str) -> Optional[dict]:
   return marker
 
 
+class DemoDataError(errors.UserError):
+  """The demo set cannot be written where asked; the message says why."""
+
+
 def _inside(out_dir: str, rel: str) -> bool:
   root = os.path.realpath(out_dir)
   path = os.path.realpath(os.path.join(out_dir, rel))
@@ -293,13 +299,13 @@ def _prepare(out_dir: str) -> None:
   """Only ever deletes files a previous demo run recorded (plus its temp files): a user's folder
   is never touched."""
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-    raise ValueError(f'demo data: {out_dir!r} exists and is not a directory.')
+    raise DemoDataError(f'demo data: {out_dir!r} exists and is not a directory.')
   if not os.path.isdir(out_dir) or not os.listdir(out_dir):
     os.makedirs(out_dir, exist_ok=True)
     return
   marker = _read_marker(out_dir)
   if marker is None:
-    raise ValueError(
+    raise DemoDataError(
         f'demo data: refusing to write into {out_dir!r}: it is not empty and was not made by '
         f'this generator (no valid {MARKER_NAME}). Choose a new or empty directory.')
   for rel in marker.get('files', []):
@@ -331,11 +337,11 @@ def generate(out_dir: str, per_class: int = 300, seed: int = 0, broken: bool = T
 
   Same arguments give byte-identical files. A directory is only reused if it is empty or holds a
   previous demo set (recognised by its marker file, which also lists what to delete first);
-  anything else raises ValueError rather than mixing demo images into a user's data.
+  anything else raises DemoDataError rather than mixing demo images into a user's data.
   Counts in the summary exclude the broken files, which are listed separately.
   """
   if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
-    raise ValueError(f'demo data: per_class must be a positive integer, got {per_class!r}.')
+    raise DemoDataError(f'demo data: per_class must be a positive integer, got {per_class!r}.')
   seed = int(seed)
   per_class = int(per_class)
   _prepare(out_dir)
