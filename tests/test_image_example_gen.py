@@ -247,9 +247,11 @@ def test_every_file_is_accounted_for_with_its_reason(plain):
   assert all(q['detail'] for q in result['quarantined'])
   details = {q['path']: q['detail'] for q in result['quarantined']}
   assert 'TensorFlow could not decode' in details['real/bad_crc.png']
-  # Both before any pixel is decoded: ours at max_pixels, Pillow's own past twice that.
-  assert '1200x1000 = 1,200,000 pixels > max_pixels 1,000,000' in details['Fake/gen_b/big.png']
-  assert '900000000 pixels' in details['Fake/gen_b/huge.png']
+  # Both before any pixel is decoded: ours at max_pixels (with the declared size), Pillow's own
+  # past twice its process-wide guard (with the declared pixel count).
+  assert details['Fake/gen_b/big.png'] == (
+      'too many pixels: 1200x1000 = 1,200,000 > limit 1,000,000')
+  assert details['Fake/gen_b/huge.png'] == 'too many pixels: 900,000,000 > limit 1,000,000'
   assert 'loop' in details['real/loop.jpg']
   assert 'not a regular file' in details['real/pipe.jpg']
   assert 'hidden' in details['real/.DS_Store'] and 'hidden' in details['real/._r0.png']
@@ -289,7 +291,8 @@ def test_identical_files_share_a_split_and_are_reported(plain):
   for paths, group in groups.items():
     assert len({split_of[p] for p in paths}) == 1
     assert group['crosses_splits'] is False
-    assert group['content_hash'] == hashlib.sha256((plain['data'] / paths[0]).read_bytes()).hexdigest()
+    content = (plain['data'] / paths[0]).read_bytes()
+    assert group['content_hash'] == hashlib.sha256(content).hexdigest()
   assert groups[('Fake/gen_b/copy_of_real.png', 'real/r0.png')]['crosses_classes'] is True
   assert groups[('Fake/gen_a/dup.png', 'Fake/gen_b/dup_copy.png')]['crosses_classes'] is False
 
@@ -350,42 +353,55 @@ def test_report_profiles_each_class(plain):
 
 
 def test_bias_warnings_name_what_differs():
-  from fakedetect.components.image_example_gen import executor  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import profile as profile_lib  # pylint: disable=g-import-not-at-top
 
   def profile(formats, modes, widths, heights, buckets):
-    return executor.class_profile({'formats': formats, 'modes': modes, 'widths': widths,
-                                   'heights': heights, 'size_buckets': buckets, 'sources': {}})
+    return profile_lib.class_profile({'formats': formats, 'modes': modes, 'widths': widths,
+                                      'heights': heights, 'size_buckets': buckets,
+                                      'sources': {}})
 
   same = profile({'jpeg': 5}, {'RGB': 5}, {32: 5}, {32: 5}, {'small': 5})
-  assert executor.bias_warnings({'real': same, 'fake': same}) == []
+  assert profile_lib.bias_warnings({'real': same, 'fake': same}) == []
   fake = profile({'png': 4, 'jpeg': 1}, {'RGBA': 5}, {512: 3, 256: 2}, {512: 5}, {'large': 5})
-  real_warning, mode_warning, size_warning = executor.bias_warnings({'real': same, 'fake': fake})
+  real_warning, mode_warning, size_warning = profile_lib.bias_warnings({'real': same,
+                                                                        'fake': fake})
   assert real_warning == ('real is 100% JPEG but fake is 80% PNG, 20% JPEG: a model can learn '
                           'the container (file format and its compression) instead of the '
                           'content.')
   assert mode_warning.startswith('real is 100% RGB but fake is 100% RGBA')
   assert size_warning.startswith('real images have a median size of 32x32 (100% small) but '
                                  'fake 512x512 (100% large)')
-  assert executor.class_profile({'formats': {'png': 4}, 'modes': {'RGB': 4},
-                                 'widths': {1: 1, 2: 1, 10: 2}, 'heights': {5: 4},
-                                 'size_buckets': {'small': 4}, 'sources': {}})['width'] == {
-                                     'min': 1, 'median': 6.0, 'max': 10}
+  assert profile_lib.class_profile({'formats': {'png': 4}, 'modes': {'RGB': 4},
+                                    'widths': {1: 1, 2: 1, 10: 2}, 'heights': {5: 4},
+                                    'size_buckets': {'small': 4}, 'sources': {}})['width'] == {
+                                        'min': 1, 'median': 6.0, 'max': 10}
 
 
 def test_examples_are_serialized_as_tensorflow_serializes_them():
   """The workers build examples without TensorFlow: they must parse to the same message."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from fakedetect.components.image_example_gen import ingest  # pylint: disable=g-import-not-at-top
-  values = {'image': bytes(range(256)) * 3, 'label': 1, 'zero': 0, 'big': 2**40, 'negative': -7,
-            'text': 'caf\u00e9 \u732b', 'empty': b''}
-  expected = tf.train.Example()
-  for key, value in values.items():
-    feature = expected.features.feature[key]
-    if isinstance(value, int):
-      feature.int64_list.value.append(value)
-    else:
-      feature.bytes_list.value.append(value.encode() if isinstance(value, str) else value)
-  assert tf.train.Example.FromString(ingest.serialize_example(values)) == expected
+  from fakedetect.components import features  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import encoding  # pylint: disable=g-import-not-at-top
+  images = [(bytes(range(256)) * 3, {'label': 1, 'source': 'caf\u00e9 \u732b', 'format': 'png',
+                                     'height': 2**40, 'width': -7, 'hash': 'ab' * 32,
+                                     'path': 'fake/caf\u00e9 \u732b.png'}),
+            (b'', {'label': 0, 'source': '', 'format': 'jpeg', 'height': 0, 'width': 300,
+                   'hash': '', 'path': 'real/empty'})]
+  for (data, meta), serialized in zip(images, encoding.encode_examples(images)):
+    expected = tf.train.Example()
+    for key, value in {features.IMAGE_KEY: data, features.LABEL_KEY: meta['label'],
+                       features.SOURCE_KEY: meta['source'], features.FORMAT_KEY: meta['format'],
+                       features.HEIGHT_KEY: meta['height'], features.WIDTH_KEY: meta['width'],
+                       features.HASH_KEY: meta['hash'], features.PATH_KEY: meta['path'],
+                       features.SIZE_BUCKET_KEY: features.size_bucket(meta['height'],
+                                                                      meta['width'])}.items():
+      feature = expected.features.feature[key]
+      if isinstance(value, int):
+        feature.int64_list.value.append(value)
+      else:
+        feature.bytes_list.value.append(value.encode() if isinstance(value, str) else value)
+    assert tf.train.Example.FromString(serialized) == expected
+  assert encoding.encode_examples([]) == []
 
 
 def test_runner_choice():
@@ -426,7 +442,7 @@ def undecodable(tmp_path_factory):
 def test_decode_check_is_the_same_wherever_it_runs(undecodable, tmp_path, monkeypatch, where):
   """The launcher's batched check beside the pipeline (direct runner), the workers' own
   (distributed runners), two worker processes (the multi-processing runner profile's flags) and
-  the launcher's check after the pipeline (num_shards: Beam's sink names the shards) agree."""
+  fixed shards (num_shards: examples grouped by shard before they are written) agree."""
   from fakedetect.components.image_example_gen import executor  # pylint: disable=g-import-not-at-top
   beam_args, num_shards = None, None
   if where == 'workers':
@@ -435,16 +451,16 @@ def test_decode_check_is_the_same_wherever_it_runs(undecodable, tmp_path, monkey
     beam_args = ['--direct_running_mode=multi_processing', '--direct_num_workers=2']
   elif where == 'fixed_shards':
     num_shards = 2
-  from fakedetect.components.image_example_gen import ingest  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import verify  # pylint: disable=g-import-not-at-top
   checked_in = []  # the launcher's threads that ran the batched check
-  verify = ingest.verify_examples
-  monkeypatch.setattr(ingest, 'verify_examples', lambda *a: (
-      checked_in.append(threading.current_thread().name), verify(*a))[1])
+  check = verify.undecodable
+  monkeypatch.setattr(verify, 'undecodable', lambda *a: (
+      checked_in.append(threading.current_thread().name), check(*a))[1])
   examples, _, result, error = _run(undecodable, tmp_path, beam_args,
                                     split_ratios=json.dumps({'train': 1}), num_shards=num_shards)
   assert error is None, error
-  assert checked_in == {'launcher': ['ShardVerifier'], 'multi_processing': ['ShardVerifier'],
-                        'fixed_shards': ['MainThread'], 'workers': []}[where]
+  assert checked_in == {'launcher': ['DecodeCheck'], 'multi_processing': ['DecodeCheck'],
+                        'fixed_shards': ['DecodeCheck'], 'workers': []}[where]
   assert {q['path']: q['reason'] for q in result['quarantined']} == {
       'real/truncated.jpg': 'truncated', 'fake/bad_crc.png': 'corrupt',
       'real/bad_crc_copy.png': 'corrupt'}
@@ -471,15 +487,16 @@ def test_permission_denied_is_quarantined_as_unreadable(tmp_path):
     os.chmod(os.path.join(data, 'real', 'secret.png'), 0)
     script = (
         'import json, sys\n'
-        'from fakedetect.components.image_example_gen import executor, layouts\n'
+        'from fakedetect.components.image_checks import ImageRejected\n'
+        'from fakedetect.components.image_example_gen import layouts, reading, splits\n'
         'layout = layouts.detect(sys.argv[1])\n'
-        '_, plan = executor.plan_splits({"train": 1}, layout.splits)\n'
-        'reader = executor.ImageReader(sys.argv[1], layout, plan, 1000)\n'
+        '_, plan = splits.plan_splits({"train": 1}, layout.splits)\n'
+        'reader = reading.ImageReader(sys.argv[1], layout, plan, 1000)\n'
         'out = {}\n'
         'for entry in layout.list_files(sys.argv[1]):\n'
         '  try:\n'
         '    out[entry[0]] = reader.read(entry)[0]\n'
-        '  except executor._Reject as r:\n'
+        '  except ImageRejected as r:\n'
         '    out[entry[0]] = [r.reason, r.detail]\n'
         'print(json.dumps(out))\n')
     command = [sys.executable, '-c', script, data]
@@ -490,8 +507,8 @@ def test_permission_denied_is_quarantined_as_unreadable(tmp_path):
       if not setpriv:
         pytest.skip('running as root (chmod 000 does not stop root) and setpriv is missing')
       command = [setpriv, '--reuid=65534', '--regid=65534', '--clear-groups'] + command
-      probe = subprocess.run(command[:5] + ['-c', 'import components.features'], env=env,
-                             cwd=data, capture_output=True, check=False)
+      probe = subprocess.run(command[:5] + ['-c', 'import fakedetect.components.features'],
+                             env=env, cwd=data, capture_output=True, check=False)
       if probe.returncode:
         pytest.skip('running as root, and an unprivileged user cannot run this interpreter or '
                     f'read the repository ({probe.stderr.decode()[-200:].strip()})')
@@ -557,16 +574,16 @@ def test_unrecognised_layout_names_what_is_understood_and_found(tmp_path, tree):
 
 
 def test_split_plans():
-  from fakedetect.components.image_example_gen import executor  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import splits  # pylint: disable=g-import-not-at-top
   ratios = {'train': 70, 'eval': 15, 'test': 15}
-  assert executor.plan_splits(ratios, ()) == (['train', 'eval', 'test'],
-                                              {None: list(ratios.items())})
-  names, plan = executor.plan_splits(ratios, ('train', 'test'))
+  assert splits.plan_splits(ratios, ()) == (['train', 'eval', 'test'],
+                                            {None: list(ratios.items())})
+  names, plan = splits.plan_splits(ratios, ('train', 'test'))
   assert names == ['train', 'eval', 'test']
   assert plan == {'train': [('train', 70), ('eval', 15)], 'test': [('test', 1)]}
   for bad in ('{"train": 0}', '{}', '{"a,b": 5}', '[70, 30]'):
     with pytest.raises(ValueError):
-      executor.parse_split_ratios(bad)
+      splits.parse_split_ratios(bad)
 
 
 def test_remote_listing_matches_the_local_walk(tmp_path):

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from fakedetect.components.image_example_gen import executor
 from fakedetect.components.image_example_gen import layouts
+from fakedetect.components.image_example_gen import splits
 from fakedetect.components.image_example_gen.layouts import Labelled
 
 REAL, FAKE = 0, 1
@@ -38,7 +38,7 @@ def test_cifake(tmp_path):
 def test_cifake_train_only_has_only_train(tmp_path):
   layout = _detect(tmp_path, ['train/REAL/1.jpg', 'train/FAKE/2.jpg'])
   assert layout.name == 'cifake' and layout.splits == ('train',)
-  names, plan = executor.plan_splits({'train': 70, 'eval': 15, 'test': 15}, layout.splits)
+  names, plan = splits.plan_splits({'train': 70, 'eval': 15, 'test': 15}, layout.splits)
   assert names == ['train', 'eval', 'test']
   assert plan == {'train': [('train', 70), ('eval', 15), ('test', 15)]}
 
@@ -49,7 +49,7 @@ def test_140k_faces_keeps_its_three_splits(tmp_path):
   assert layout.name == '140k_faces' and layout.splits == ('train', 'eval', 'test')
   assert layout.parse('Valid/fake/1.jpg') == Labelled(FAKE, 'fake', 'eval')
   assert layout.parse('train/real/0.jpg') == Labelled(REAL, 'real', 'train')
-  names, plan = executor.plan_splits({'train': 70, 'eval': 15, 'test': 15}, layout.splits)
+  names, plan = splits.plan_splits({'train': 70, 'eval': 15, 'test': 15}, layout.splits)
   assert names == ['train', 'eval', 'test']
   assert all(len(candidates) == 1 for candidates in plan.values())  # nothing carved
 
@@ -76,12 +76,12 @@ def test_forensynths_test_only(tmp_path):
   layout = _detect(tmp_path, ['test/stylegan/car/0_real/a.png', 'test/stylegan/car/1_fake/b.png'])
   assert layout.name == 'forensynths' and layout.splits == ('test',)
   # A test-only download: the other splits are carved out of it, and the report says so.
-  names, plan = executor.plan_splits({'train': 70, 'eval': 15, 'test': 15}, layout.splits)
+  names, plan = splits.plan_splits({'train': 70, 'eval': 15, 'test': 15}, layout.splits)
   assert names == ['train', 'eval', 'test']
   assert plan == {'test': [('test', 15), ('train', 70), ('eval', 15)]}
-  assert executor.describe_plan(names, plan)['train'].startswith("carved out of the layout's test")
+  assert splits.describe_plan(names, plan)['train'].startswith("carved out of the layout's test")
   with pytest.raises(ValueError, match='must weigh test'):
-    executor.plan_splits({'train': 70, 'eval': 30}, layout.splits)
+    splits.plan_splits({'train': 70, 'eval': 30}, layout.splits)
 
 
 @pytest.mark.parametrize('subset', ['', 'imagenet_ai_0419_sdv4/'])
@@ -100,10 +100,10 @@ def test_genimage_carves_test_out_of_train(tmp_path, subset):
   assert layout.parse('Midjourney/train/AI/e.png') == Labelled(FAKE, 'Midjourney', 'train')
   assert layout.parse('Midjourney/notes.txt') is None
   ratios = {'train': 70, 'eval': 15, 'test': 15}
-  names, plan = executor.plan_splits(ratios, layout.splits)
+  names, plan = splits.plan_splits(ratios, layout.splits)
   assert names == ['train', 'eval', 'test']
   assert plan['train'] == [('train', 70), ('test', 15)] and plan['eval'] == [('eval', 1)]
-  described = executor.describe_plan(names, plan)
+  described = splits.describe_plan(names, plan)
   assert described['test'] == ("carved out of the layout's train split by content hash "
                                '(15/85 of it): the layout has no test split')
 
@@ -114,7 +114,7 @@ def test_plain_with_generators(tmp_path):
   assert layout.parse('Real/a.png') == Labelled(REAL, 'real')
   assert layout.parse('FAKE/sdxl/b.png') == Labelled(FAKE, 'sdxl')
   # The classic 70/30 split is expressible.
-  assert executor.plan_splits({'train': 70, 'test': 30}, layout.splits) == (
+  assert splits.plan_splits({'train': 70, 'test': 30}, layout.splits) == (
       ['train', 'test'], {None: [('train', 70), ('test', 30)]})
 
 

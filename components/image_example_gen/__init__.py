@@ -1,7 +1,20 @@
 """Custom ExampleGen: folders of real and generated images -> tf.Examples + an ingest report.
 
-`ImageExampleGen` and `IngestReport` load on first use (PEP 562): the Beam workers import the
-`ingest` module of this package and must not pay for TFX.
+The modules, by job:
+  layouts     how a folder says what each file is (class, source, split)
+  splits      the split plan and the content-hash split of each image
+  reading     one file -> bytes and what was read about it, or why it is quarantined
+  encoding    images -> serialized tf.Examples (tfx_bsl's C++ coder)
+  profile     per-class tallies, duplicate groups, bias and leakage warnings
+  tfrecord    the one TFRecord writer (gzipped, without TensorFlow) and the files' TFX names
+  beam_graph  the Beam graph the workers run: read, check, encode, write; tallies, duplicates
+  verify      TensorFlow's decode of every written image, batched in the launcher
+  report      what was found: report.json and quarantine.csv
+  executor    the TFX executor (the only module importing TFX besides component)
+  component   the TFX component, its spec and driver
+The image checks themselves are components/image_checks.py, shared with predict and evaluate.
+`ImageExampleGen` and `IngestReport` load on first use (PEP 562): the Beam workers import this
+package's modules and must not pay for TFX.
 """
 
 

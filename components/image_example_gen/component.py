@@ -14,8 +14,10 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 
+from fakedetect.components import features
 from fakedetect.components.image_example_gen import executor
 from fakedetect.components.image_example_gen import layouts
+from fakedetect.components.image_example_gen import splits
 
 
 class IngestReport(types.Artifact):
@@ -26,7 +28,8 @@ class IngestReport(types.Artifact):
   Custom properties `files_found`, `ingested`, `quarantined` and `warnings` (ints) make the totals
   queryable in ML Metadata without opening the file.
   """
-  # KFP v2 loads a custom type by this name in its containers: fakedetect.<Class>: its schema titles allow one dot.
+  # KFP v2 loads a custom type by this name in its containers: fakedetect.<Class> (its schema
+  # titles allow one dot).
   TYPE_NAME = 'fakedetect.IngestReport'
 
 
@@ -88,9 +91,9 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
   def __init__(self,
                data_dir: str,
                split_ratios: Union[None, str, Mapping[str, int]] = None,
-               max_pixels: int = executor.DEFAULT_MAX_PIXELS,
+               max_pixels: int = features.MAX_IMAGE_PIXELS,
                num_shards: Optional[int] = None,
-               duplicates: str = executor.SAME_SPLIT):
+               duplicates: str = splits.SAME_SPLIT):
     """Validates split_ratios here, when the pipeline is built, not hours into a run.
 
     Args:
@@ -98,8 +101,8 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
       split_ratios: {split: weight} or its JSON, default {"train": 70, "eval": 15, "test": 15};
         a layout with its own splits keeps them and carves the missing ones out of its train.
       max_pixels: images declaring more pixels than this are quarantined before decoding.
-      num_shards: files per split (examples then go through Beam's TFRecord sink); None: each
-        worker bundle writes its own file per split, the fast path.
+      num_shards: files per split (Beam then shuffles the examples to them); None: each worker
+        bundle writes its own file per split, the fast path.
       duplicates: 'same_split' keeps a group of byte-identical files that the layout's own
         splits scatter in its most held-out split (test, then eval); 'keep_layout' honours the
         layout and only reports the leak. Hash splits always keep a group together.
@@ -108,12 +111,12 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
       raise ValueError(f'max_pixels must be positive, got {max_pixels}.')
     if num_shards is not None and num_shards < 0:
       raise ValueError(f'num_shards must be >= 0, got {num_shards}.')
-    if duplicates not in executor.DUPLICATE_POLICIES:
-      raise ValueError(f'duplicates must be one of {executor.DUPLICATE_POLICIES}, '
+    if duplicates not in splits.DUPLICATE_POLICIES:
+      raise ValueError(f'duplicates must be one of {splits.DUPLICATE_POLICIES}, '
                        f'got {duplicates!r}.')
     spec = ImageExampleGenSpec(
         data_dir=data_dir,
-        split_ratios=json.dumps(executor.parse_split_ratios(split_ratios)),
+        split_ratios=json.dumps(splits.parse_split_ratios(split_ratios)),
         max_pixels=max_pixels,
         num_shards=num_shards,
         duplicates=duplicates,

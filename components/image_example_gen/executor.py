@@ -11,7 +11,6 @@ training will (`features.decode_and_resize`), so a file that passes here cannot 
 step later.
 """
 
-import json
 import os
 from typing import Any, Dict, List, Tuple
 
@@ -27,13 +26,13 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
 from fakedetect.components import features
+from fakedetect.components.image_example_gen import beam_graph
 from fakedetect.components.image_example_gen import layouts
-# The work itself, importable without TFX (the Beam workers do); re-exported for callers.
-from fakedetect.components.image_example_gen.ingest import (  # pylint: disable=unused-import
-    _Reject, BIAS_THRESHOLD, DEFAULT_MAX_PIXELS, DEFAULT_SPLIT_RATIOS, DUPLICATE_POLICIES,
-    ImageReader, KEEP_LAYOUT, QUARANTINE_FILE, REASONS, REPORT_FILE, SAME_SPLIT, ShardVerifier,
-    assign_split, bias_warnings, build_pipeline, class_profile, describe_plan,
-    duplicate_warnings, finish, parse_split_ratios, plan_splits, quarantine_record)
+from fakedetect.components.image_example_gen import reading
+from fakedetect.components.image_example_gen import report as report_lib
+from fakedetect.components.image_example_gen import splits
+from fakedetect.components.image_example_gen import tfrecord
+from fakedetect.components.image_example_gen import verify
 
 # Exec property and output keys.
 DATA_DIR_KEY = 'data_dir'
@@ -75,52 +74,55 @@ def beam_args(args: List[str], num_files: int) -> Tuple[List[str], bool]:
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
-  """Lists the files here, reads them in Beam, writes splits and report.json."""
+  """Lists the files here, reads them in Beam, checks the decodes, writes report.json."""
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]],
          exec_properties: Dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
     data_dir = exec_properties[DATA_DIR_KEY]
-    ratios = parse_split_ratios(exec_properties.get(SPLIT_RATIOS_KEY))
-    max_pixels = int(exec_properties.get(MAX_PIXELS_KEY) or DEFAULT_MAX_PIXELS)
-    num_shards = int(exec_properties.get(NUM_SHARDS_KEY) or 0)  # 0: Beam decides
-    policy = exec_properties.get(DUPLICATES_KEY) or SAME_SPLIT
-    if policy not in DUPLICATE_POLICIES:
-      raise ValueError(f'duplicates must be one of {DUPLICATE_POLICIES}, got {policy!r}.')
+    ratios = splits.parse_split_ratios(exec_properties.get(SPLIT_RATIOS_KEY))
+    max_pixels = int(exec_properties.get(MAX_PIXELS_KEY) or features.MAX_IMAGE_PIXELS)
+    num_shards = int(exec_properties.get(NUM_SHARDS_KEY) or 0)  # 0: one file per bundle
+    policy = exec_properties.get(DUPLICATES_KEY) or splits.SAME_SPLIT
+    if policy not in splits.DUPLICATE_POLICIES:
+      raise ValueError(f'duplicates must be one of {splits.DUPLICATE_POLICIES}, got {policy!r}.')
     examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
     report = artifact_utils.get_single_instance(output_dict[REPORT_KEY])
 
     layout = layouts.detect(data_dir)
-    split_names, plan = plan_splits(ratios, layout.splits)
-    split_plan = describe_plan(split_names, plan)
+    split_names, plan = splits.plan_splits(ratios, layout.splits)
+    split_plan = splits.describe_plan(split_names, plan)
     entries = layout.list_files(data_dir)
     logging.info('ImageExampleGen: %d files found in %s (layout %s); splits %s.',
                  len(entries), data_dir, layout.name, split_plan)
-
     examples.split_names = artifact_utils.encode_split_names(split_names)
-    report_path = os.path.join(report.uri, REPORT_FILE)
-    header = {'data_dir': data_dir, 'layout': layout.name, 'files_found': len(entries),
-              'splits': split_names, 'split_ratios': ratios, 'split_plan': split_plan,
-              'duplicate_policy': policy, 'max_pixels': max_pixels}
 
     self._beam_pipeline_args, check_in_workers = beam_args(self._beam_pipeline_args,
                                                            len(entries))
-    # Decodes the workers' shards beside the pipeline's last stages, once they are announced.
-    verifier = (ShardVerifier(examples.uri, max_pixels)
-                if not check_in_workers and not num_shards else None)
+    # Beside the examples: on a distributed runner the workers write there, the launcher reads.
+    tmp = os.path.join(examples.uri, '.ingest-tmp')
+    announce_path = None if check_in_workers else os.path.join(tmp, 'written.pickle')
+    results_path = os.path.join(tmp, 'results.pickle')
+    decode_check = verify.DecodeCheck(announce_path, max_pixels) if announce_path else None
     try:
       with self._make_beam_pipeline() as pipeline:
-        build_pipeline(pipeline, data_dir, layout, entries, split_names, plan, max_pixels, policy,
-                       num_shards, examples.uri, check_in_workers)
-        if verifier:
-          verifier.start()
+        beam_graph.build_pipeline(
+            pipeline, reading.ImageReader(data_dir, layout, plan, max_pixels), layout.splits,
+            entries, policy, num_shards, tmp, check_in_workers, announce_path, results_path)
     except BaseException:
-      if verifier:
-        verifier.stop()
+      if decode_check:
+        decode_check.stop()
       raise
-    finish(examples.uri, report.uri, split_names, header, verify=not check_in_workers,
-           verifier=verifier)
+    results = report_lib.IngestResults.load(results_path)
+    if decode_check:
+      results.drop(decode_check.result())
+    tfrecord.finalize(results.written, split_names, examples.uri, num_shards)
+    fileio.rmtree(tmp)
+    result = results.write_report(report.uri, {
+        'data_dir': data_dir, 'layout': layout.name, 'files_found': len(entries),
+        'splits': split_names, 'split_ratios': ratios, 'split_plan': split_plan,
+        'duplicate_policy': policy, 'max_pixels': max_pixels}, split_names)
 
     # What TFX's BaseExampleGenExecutor.Do and ExampleGen driver set on the examples.
     examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
@@ -128,14 +130,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         examples, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP))
     if not examples.has_custom_property(example_gen_utils.SPAN_PROPERTY_NAME):
       examples.set_int_custom_property(example_gen_utils.SPAN_PROPERTY_NAME, 0)
-
-    with fileio.open(report_path) as f:
-      result = json.loads(f.read())
     for key in ('files_found', 'ingested'):
       report.set_int_custom_property(key, result[key])
     report.set_int_custom_property('quarantined', len(result['quarantined']))
     report.set_int_custom_property('warnings', len(result['warnings']))
-    _check(result, report_path)
+    _check(result, os.path.join(report.uri, report_lib.REPORT_FILE))
 
 
 def _check(result: Dict[str, Any], report_path: str) -> None:

@@ -18,6 +18,7 @@ import posixpath
 import stat
 from typing import Dict, List, Optional, Tuple
 
+from fakedetect.components import errors
 from fakedetect.components import features
 
 # Class folder names, compared in lower case.
@@ -351,10 +352,14 @@ LAYOUTS: Tuple[Layout, ...] = (PlainLayout(), CifakeLayout(), Faces140kLayout(),
                                ForenSynthsLayout(), GenImageLayout(), ManifestLayout())
 
 
+class LayoutError(errors.UserError):
+  """The folder follows no layout this project reads; the message lists the ones it does."""
+
+
 def detect(data_dir: str) -> Layout:
-  """The one layout data_dir follows; ValueError naming what was found and what is understood."""
+  """The one layout data_dir follows; LayoutError naming what was found and what is understood."""
   if not _isdir(data_dir):
-    raise ValueError(f'data_dir {data_dir!r} is not a folder.')
+    raise LayoutError(f'data_dir {data_dir!r} is not a folder.')
   found = [layout for layout in LAYOUTS if layout.matches(data_dir)]
   manifests = [layout for layout in found if isinstance(layout, ManifestLayout)]
   if manifests:
@@ -363,10 +368,11 @@ def detect(data_dir: str) -> Layout:
     return found[0].bind(data_dir)
   understood = '\n'.join(f'  - {layout.description}' for layout in LAYOUTS)
   if found:
-    raise ValueError(
-        f'The folder {data_dir} matches several layouts ({", ".join(l.name for l in found)}); '
+    raise LayoutError(
+        f'The folder {data_dir} matches several layouts '
+        f'({", ".join(match.name for match in found)}); '
         f'keep only one of them at its top level. Layouts understood:\n{understood}')
-  raise ValueError(
+  raise LayoutError(
       f'Unrecognised layout in {data_dir}: found {_describe_top(data_dir)}. '
       f'Layouts understood (folder names are case-insensitive):\n{understood}')
 
