@@ -1,4 +1,4 @@
-"""RobustnessGate: the candidate model scored under perturbations, and the pipeline's final blessing.
+"""RobustnessGate: the candidate model scored under perturbations; the pipeline's final blessing.
 
 Placed after the Evaluator (TFMA gate) and before the Pusher:
 
@@ -30,8 +30,9 @@ from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
 from fakedetect.components import features
+from fakedetect.components import metrics
 from fakedetect.components import perturb
-from fakedetect.components import export
+from fakedetect.components import scoring
 
 RESULT_FILE = 'robustness.json'
 BLESSED_FILE, NOT_BLESSED_FILE = 'BLESSED', 'NOT_BLESSED'
@@ -62,47 +63,6 @@ def read_examples(examples_uri: str, split: str) -> List[Dict[str, Any]]:
   return rows
 
 
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-  """ROC AUC (scikit-learn's; ties count half); NaN without both classes."""
-  from sklearn import metrics as sk_metrics  # pylint: disable=g-import-not-at-top
-  labels = np.asarray(labels).astype(bool)
-  if labels.all() or not labels.any():
-    return float('nan')
-  return float(sk_metrics.roc_auc_score(labels, scores))
-
-
-def metrics(labels: np.ndarray, probabilities: np.ndarray, decisions: np.ndarray
-            ) -> Dict[str, float]:
-  """Accuracy, precision, recall, F1 (at the model's own threshold), AUC, mean P(fake)."""
-  labels = np.asarray(labels).astype(int)
-  decisions = np.asarray(decisions).astype(int)
-  true_pos = int(((decisions == 1) & (labels == 1)).sum())
-  predicted_pos, positives = int(decisions.sum()), int(labels.sum())
-  precision = true_pos / predicted_pos if predicted_pos else 0.0
-  recall = true_pos / positives if positives else 0.0
-  return {
-      'example_count': int(len(labels)),
-      'accuracy': float((decisions == labels).mean()) if len(labels) else float('nan'),
-      'precision': precision,
-      'recall': recall,
-      'f1': 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-      'auc': auc(labels, np.asarray(probabilities, dtype=np.float64)),
-      'mean_fake_probability': float(np.mean(probabilities)) if len(labels) else float('nan'),
-  }
-
-
-def score(model, images: List[bytes], batch_size: int = 64):
-  """(fake_probability, is_fake) for encoded images, through serving_default as TF Serving calls
-  it; `model` is the loaded SavedModel (tf.saved_model.load), loaded once per caller."""
-  signature = model.signatures[export.SERVING_SIGNATURE]
-  probabilities, decisions = [], []
-  for start in range(0, len(images), batch_size):
-    out = signature(image_bytes=tf.constant(images[start:start + batch_size]))
-    probabilities.append(out[export.PROBABILITY_KEY].numpy())
-    decisions.append(out[export.DECISION_KEY].numpy())
-  return np.concatenate(probabilities), np.concatenate(decisions)
-
-
 def confident_mistakes(rows: List[Dict[str, Any]], probabilities: np.ndarray,
                        decisions: np.ndarray, per_class: int = 5) -> Dict[str, List[Dict]]:
   """The wrong verdicts the model was surest of, per true class ('real': reals called fake,
@@ -116,18 +76,17 @@ def confident_mistakes(rows: List[Dict[str, Any]], probabilities: np.ndarray,
   return mistakes
 
 
-def evaluate(model_dir: str, rows: List[Dict[str, Any]], perturbations=(),
+def evaluate(scorer: scoring.Scorer, rows: List[Dict[str, Any]], perturbations=(),
              batch_size: int = 64) -> Dict[str, Any]:
   """{'perturbations': {name: metrics}, 'worst': name, 'mistakes': confident_mistakes, ...}
   for the model on these examples."""
   labels = np.array([row['label'] for row in rows])
-  model = tf.saved_model.load(model_dir)
   by_name: Dict[str, Dict[str, float]] = {}
   clean_decisions = None
   for name in perturb.names(perturbations):
     images = [perturb.perturb(row['image_bytes'], name) for row in rows]
-    probabilities, decisions = score(model, images, batch_size)
-    by_name[name] = metrics(labels, probabilities, decisions)
+    probabilities, decisions = scorer.score(images, batch_size)
+    by_name[name] = metrics.classification(labels, probabilities, decisions)
     if clean_decisions is None:
       clean_decisions = decisions
       mistakes = confident_mistakes(rows, probabilities, decisions)
@@ -176,8 +135,8 @@ def RobustnessGate(  # pylint: disable=invalid-name
 ) -> None:
   """Scores `split` under each perturbation; blessed = Evaluator blessed AND robust enough."""
   rows = read_examples(examples.uri, split)
-  model_dir = path_utils.serving_model_path(model.uri)
-  result = evaluate(model_dir, rows, json.loads(perturbations), batch_size)
+  scorer = scoring.Scorer(path_utils.serving_model_path(model.uri))
+  result = evaluate(scorer, rows, json.loads(perturbations), batch_size)
   failures = verdict(result, min_accuracy)
   evaluator_blessed = model_blessing.get_int_custom_property('blessed') == 1
   result.update({
@@ -188,7 +147,7 @@ def RobustnessGate(  # pylint: disable=invalid-name
       'evaluator_blessed': evaluator_blessed,
       'blessed': evaluator_blessed and not failures,
       'model': model.uri,
-      'threshold': export.read_metadata(model_dir).get('threshold'),
+      'threshold': scorer.threshold,  # the one its verdicts were made at
   })
   with tf.io.gfile.GFile(os.path.join(robustness.uri, RESULT_FILE), 'w') as f:
     f.write(json.dumps(result, indent=2))  # perturbations in run order

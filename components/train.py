@@ -23,6 +23,7 @@ from tfx_bsl.public import tfxio
 from fakedetect.components import augment
 from fakedetect.components import distribute
 from fakedetect.components import features
+from fakedetect.components import metrics
 from fakedetect.components import model as model_lib
 from fakedetect.components import export
 from fakedetect.pipeline import config as config_lib
@@ -89,30 +90,6 @@ def cosine_schedule(peak: float, epochs: int, floor: float = 0.02):
   return rate
 
 
-def choose_threshold(labels: np.ndarray, probabilities: np.ndarray, metric: str) -> float:
-  """The decision threshold maximising F1 or balanced accuracy over the given (eval) split."""
-  labels = np.asarray(labels).astype(int).ravel()
-  probabilities = np.asarray(probabilities, dtype=np.float64).ravel()
-  positives = labels.sum()
-  negatives = len(labels) - positives
-  if positives == 0 or negatives == 0:
-    return 0.5
-  order = np.argsort(-probabilities)
-  sorted_probs = probabilities[order]
-  true_pos = np.cumsum(labels[order])
-  false_pos = np.cumsum(1 - labels[order])
-  # Candidate k predicts the top k+1 as fake; only the last of a run of ties is a valid cut.
-  last_of_tie = np.append(sorted_probs[1:] != sorted_probs[:-1], True)
-  if metric == 'f1':
-    score = 2 * true_pos / (true_pos + false_pos + positives)
-  else:
-    score = 0.5 * (true_pos / positives + (negatives - false_pos) / negatives)
-  score = np.where(last_of_tie, score, -1)
-  best = int(np.argmax(score))
-  below = sorted_probs[best + 1] if best + 1 < len(sorted_probs) else 0.0
-  return float((sorted_probs[best] + below) / 2)
-
-
 def _predict(model: keras.Model, dataset: tf.data.Dataset) -> Tuple[np.ndarray, np.ndarray]:
   labels, probabilities = [], []
   for images, batch_labels in dataset:
@@ -176,7 +153,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
   model = distribute.float32_copy(model, lambda: model_lib.build_from_hparams(image_size, hparams))
   labels, probabilities = _predict(model, eval_set)
-  threshold = choose_threshold(labels, probabilities, train.threshold_metric)
+  threshold = metrics.best_threshold(labels, probabilities, train.threshold_metric)
   logging.info('Decision threshold %.4f (best %s on the eval split).', threshold,
                train.threshold_metric)
 

@@ -13,15 +13,18 @@ import dataclasses
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from tabulate import tabulate
 
+from fakedetect.components import errors
 from fakedetect.components import features
+from fakedetect.components import image_checks
+from fakedetect.components import metrics
 from fakedetect.components import perturb
-from fakedetect.components import robustness
+from fakedetect.components import scoring
 from fakedetect.components.image_example_gen import layouts
-from fakedetect import predict
 
 
-class EvaluateError(ValueError):
+class EvaluateError(errors.UserError):
   """A user mistake: the message says what to change."""
 
 
@@ -34,7 +37,7 @@ class Labelled:
 
 
 def read_labelled(data_dir: str, split: Optional[str] = None,
-                  limits: predict.Limits = predict.Limits()) -> Labelled:
+                  limits: image_checks.Limits = image_checks.Limits()) -> Labelled:
   """Every file of `data_dir` (only `split`'s, if given) as a row to score, or skipped with why."""
   try:
     layout = layouts.detect(data_dir)
@@ -57,9 +60,10 @@ def read_labelled(data_dir: str, split: Optional[str] = None,
     if labelled is None:
       skipped.append((rel_path, f'outside the class folders of the {layout.name} layout'))
       continue
-    data, error = predict.read_checked(layouts.join(data_dir, rel_path), limits)
-    if error:
-      skipped.append((rel_path, error))
+    try:
+      data = image_checks.read_checked(layouts.join(data_dir, rel_path), limits)
+    except image_checks.ImageRejected as rejected:
+      skipped.append((rel_path, str(rejected)))
       continue
     rows.append({'path': rel_path, 'image_bytes': data, 'label': labelled.label,
                  'source': labelled.source})
@@ -70,7 +74,7 @@ def read_labelled(data_dir: str, split: Optional[str] = None,
   return Labelled(rows, skipped, layout.name, found)
 
 
-def evaluate(predictor: predict.Predictor, labelled: Labelled, perturbations: Sequence[str] = (),
+def evaluate(scorer: scoring.Scorer, labelled: Labelled, perturbations: Sequence[str] = (),
              batch_size: int = 64, progress: bool = False,
              keep_per_file: bool = False) -> Dict[str, Any]:
   """Metrics at the model's threshold, per perturbation ('none' first) and per source.
@@ -83,7 +87,7 @@ def evaluate(predictor: predict.Predictor, labelled: Labelled, perturbations: Se
   sources = np.array([row['source'] for row in labelled.rows])
   names = perturb.names(list(perturbations) or [perturb.NONE])
   result: Dict[str, Any] = {
-      'model': predictor.model_dir, 'threshold': predictor.threshold,
+      'model': scorer.model_dir, 'threshold': scorer.threshold,
       'layout': labelled.layout, 'files_found': labelled.files_found,
       'scored': len(labelled.rows),
       'skipped': [{'path': path, 'reason': reason} for path, reason in labelled.skipped],
@@ -92,8 +96,8 @@ def evaluate(predictor: predict.Predictor, labelled: Labelled, perturbations: Se
     result['per_file'] = {}
   for name in tqdm(names, desc='perturbations', unit='pass', disable=not progress):
     images = [perturb.perturb(row['image_bytes'], name) for row in labelled.rows]
-    probabilities, decisions = robustness.score(predictor.loaded, images, batch_size)
-    result['perturbations'][name] = robustness.metrics(labels, probabilities, decisions)
+    probabilities, decisions = scorer.score(images, batch_size)
+    result['perturbations'][name] = metrics.classification(labels, probabilities, decisions)
     result['perturbations'][name]['description'] = perturb.DESCRIPTIONS[name]
     if keep_per_file:
       result['per_file'][name] = {'fake_probability': probabilities.tolist(),
@@ -101,8 +105,8 @@ def evaluate(predictor: predict.Predictor, labelled: Labelled, perturbations: Se
     if name == perturb.NONE:
       for source in sorted(set(sources)):
         mine = sources == source
-        result['by_source'][source] = robustness.metrics(labels[mine], probabilities[mine],
-                                                         decisions[mine])
+        result['by_source'][source] = metrics.classification(labels[mine], probabilities[mine],
+                                                             decisions[mine])
   return result
 
 
@@ -135,24 +139,23 @@ def write_predictions(path: str, labelled: Labelled, result: Dict[str, Any]) -> 
 
 def format_result(result: Dict[str, Any]) -> str:
   """The tables `fakedetect evaluate` prints."""
-  columns = ('example_count', 'accuracy', 'precision', 'recall', 'f1', 'auc')
-  header = f'{"":28}{"images":>8}' + ''.join(f'{c:>11}' for c in columns[1:])
+  columns = ('accuracy', 'precision', 'recall', 'f1', 'auc')
 
-  def line(name, metrics):
-    return (f'{name:28}{metrics["example_count"]:>8}' +
-            ''.join(f'{metrics[c]:>11.4f}' for c in columns[1:]))
+  def table(header, rows):
+    return tabulate(rows, headers=['', 'images', *header], tablefmt='plain', floatfmt='.4f',
+                    numalign='right', disable_numparse=[0])
 
   out = [f'{result["scored"]} of {result["files_found"]} files scored ({result["layout"]} '
          f'layout; fake is the positive class; labels at the model\'s own threshold).', '',
-         header]
-  out += [line(name, m) for name, m in result['perturbations'].items()]
+         table(columns, [[name, m['example_count'], *(m[c] for c in columns)]
+                         for name, m in result['perturbations'].items()])]
   if len(result['by_source']) > 1:
     # One class per source: accuracy is recall on a fake source, specificity on a real one.
     out += ['', 'by source (original files; one class each, so accuracy is recall on a fake '
             'source, specificity on a real one):',
-            f'{"":28}{"images":>8}{"accuracy":>11}{"mean P(fake)":>14}']
-    out += [f'{source:28}{m["example_count"]:>8}{m["accuracy"]:>11.4f}'
-            f'{m["mean_fake_probability"]:>14.4f}' for source, m in result['by_source'].items()]
+            table(['accuracy', 'mean P(fake)'],
+                  [[source, m['example_count'], m['accuracy'], m['mean_fake_probability']]
+                   for source, m in result['by_source'].items()])]
   if result['skipped']:
     out += ['', f'{len(result["skipped"])} files not scored, e.g.:']
     out += [f'  {s["path"]}: {s["reason"]}' for s in result['skipped'][:5]]

@@ -14,7 +14,9 @@ from typing import Optional
 
 import numpy as np
 
+from fakedetect.components import errors
 from fakedetect.components import features
+from fakedetect.components import image_checks
 
 KERAS_COPY = os.path.join('assets.extra', 'model.keras')
 TARGETS = ('predicted', 'fake', 'real')
@@ -22,7 +24,7 @@ _MIN_SIDE = 256  # small images are drawn larger so the heatmap is visible
 _AGREEMENT = 1e-3  # the rebuilt classifier must match serving_default this closely
 
 
-class ExplainError(ValueError):
+class ExplainError(errors.UserError):
   """The model cannot be explained faithfully; the message says why."""
 
 
@@ -88,25 +90,27 @@ def grad_cam(model, image: np.ndarray, target: int):
   return (cam / peak if peak > 0 else cam), float(probability[0, 0]), conv.name
 
 
-def explain(version_dir: str, image_bytes: bytes, target: str = 'predicted', loaded=None,
+def explain(version_dir: str, image_bytes: bytes, target: str = 'predicted', scorer=None,
             classifier=None, limits=None) -> Explanation:
-  """Grad-CAM for one encoded image, after checking the classifier scores it as serving does."""
+  """Grad-CAM for one encoded image, after checking the classifier scores it as serving does.
+
+  `scorer` (a scoring.Scorer of version_dir) and `classifier` may be passed in to explain many
+  images with one load of each."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from fakedetect.components import export  # pylint: disable=g-import-not-at-top
-  from fakedetect import predict  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import scoring  # pylint: disable=g-import-not-at-top
   if target not in TARGETS:
     raise ExplainError(f'target must be one of {", ".join(TARGETS)}, not {target!r}.')
-  problem = predict.check_image(image_bytes, limits or predict.Limits())
-  if problem:
-    raise ExplainError(f'Cannot explain this file: {problem}.')
-  loaded = loaded or tf.saved_model.load(version_dir)
+  try:
+    image_checks.check_image(image_bytes, limits or image_checks.Limits())
+  except image_checks.ImageRejected as rejected:
+    raise ExplainError(f'Cannot explain this file: {rejected}.') from None
+  scorer = scorer or scoring.Scorer(version_dir)
   classifier = classifier or load_classifier(version_dir)
-  metadata = loaded.signatures[export.METADATA_SIGNATURE]()
-  threshold, size = float(metadata['threshold']), int(metadata['image_size'])
-  image = features.decode_and_resize(tf.constant([image_bytes]), size)[0].numpy()
-  served = float(loaded.signatures[export.SERVING_SIGNATURE](
-      image_bytes=tf.constant([image_bytes]))[export.PROBABILITY_KEY][0])
-  decided = features.FAKE if served >= threshold else features.REAL
+  scored = scorer.score_safely([image_bytes])[0]
+  if scored.error:
+    raise ExplainError(f'Cannot explain this file: {scored.error}.')
+  served, decided = scored.fake_probability, scored.is_fake
+  image = features.decode_and_resize(tf.constant([image_bytes]), scorer.image_size)[0].numpy()
   index = decided if target == 'predicted' else features.LABEL_NAMES.index(target)
   heatmap, probability, layer = grad_cam(classifier, image, index)
   if abs(probability - served) > _AGREEMENT:

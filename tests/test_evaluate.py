@@ -12,11 +12,6 @@ from tests.conftest import encode_image, random_image
 
 
 @pytest.fixture(scope='module')
-def pushed(transform_output_dir, tmp_path_factory):
-  return helpers.pushed_models(tmp_path_factory, transform_output_dir)
-
-
-@pytest.fixture(scope='module')
 def cifake_like(tmp_path_factory):
   """CIFAKE's layout (train|test/REAL|FAKE), with a broken file and a stray one in test/."""
   root = tmp_path_factory.mktemp('cifake_like')
@@ -47,13 +42,14 @@ def test_reads_only_the_split_asked_and_says_why_a_file_was_not_scored(cifake_li
 
 
 def test_metrics_match_serving_default_on_the_same_files(pushed, cifake_like):
-  from fakedetect import evaluate, predict
+  from fakedetect import evaluate
+  from fakedetect.components import scoring
   labelled = evaluate.read_labelled(str(cifake_like), 'test')
-  predictor = predict.Predictor(pushed['model_dir'] + '/' + str(helpers.VERSIONS[1][0]))
-  result = evaluate.evaluate(predictor, labelled, ['jpeg_q75'])
-  probabilities = predictor.score([row['image_bytes'] for row in labelled.rows])
+  scorer = scoring.Scorer(pushed['model_dir'] + '/' + str(helpers.VERSIONS[1][0]))
+  result = evaluate.evaluate(scorer, labelled, ['jpeg_q75'])
+  probabilities, _ = scorer.score([row['image_bytes'] for row in labelled.rows])
   labels = np.array([row['label'] for row in labelled.rows])
-  decisions = (probabilities >= predictor.threshold).astype(int)
+  decisions = (probabilities >= scorer.threshold).astype(int)
   clean = result['perturbations']['none']
   assert clean['example_count'] == 10
   assert clean['accuracy'] == pytest.approx((decisions == labels).mean())

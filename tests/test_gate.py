@@ -6,14 +6,6 @@ import os
 import numpy as np
 import pytest
 
-from tests import demo_runs
-
-
-@pytest.fixture(scope='module')
-def runs(tmp_path_factory):
-  root = demo_runs.workspace(tmp_path_factory)
-  return {name: demo_runs.run(root, name) for name in demo_runs.ORDER}
-
 
 def _robustness(record):
   from fakedetect.components import robustness  # pylint: disable=g-import-not-at-top
@@ -103,13 +95,9 @@ def test_every_perturbation_yields_a_decodable_image_of_the_same_size():
   assert perturb.names(['jpeg_q75']) == ['none', 'jpeg_q75']
 
 
-def test_robustness_metrics_and_verdict():
+def test_robustness_verdict():
+  # Its metrics (components/metrics.py) are tested in tests/test_metrics.py.
   from fakedetect.components import robustness  # pylint: disable=g-import-not-at-top
-  labels = np.array([0, 0, 1, 1])
-  assert robustness.auc(labels, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
-  assert robustness.auc(labels, np.array([0.5, 0.5, 0.5, 0.5])) == pytest.approx(0.5)
-  m = robustness.metrics(labels, np.array([0.1, 0.6, 0.7, 0.2]), np.array([0, 1, 1, 0]))
-  assert m['accuracy'] == 0.5 and m['precision'] == 0.5 and m['recall'] == 0.5
   result = {'perturbations': {'none': {'accuracy': 0.9}, 'jpeg_q50': {'accuracy': 0.6},
                               'gaussian_blur': {'accuracy': 0.85}}}
   assert robustness.verdict(result, 0.0) == []

@@ -56,19 +56,6 @@ def test_model_builds_and_one_training_step_lowers_loss():
   assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
 
 
-def test_choose_threshold_maximises_f1_and_balanced_accuracy():
-  from fakedetect.components.train import choose_threshold
-  labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
-  probs = np.array([0.1, 0.2, 0.3, 0.65, 0.6, 0.7, 0.8, 0.9])
-  # Cutting between 0.3 and 0.6 gets every fake and one false positive: F1 = 8/9.
-  t = choose_threshold(labels, probs, 'f1')
-  assert 0.3 < t <= 0.6
-  t = choose_threshold(labels, probs, 'balanced_accuracy')
-  predictions = (probs >= t).astype(int)
-  assert (predictions == labels).mean() >= 7 / 8
-  assert choose_threshold(np.ones(4), probs[:4], 'f1') == 0.5  # one class only: no information
-
-
 @pytest.fixture(scope='module')
 def exported(transform_output_dir, tmp_path_factory):
   import keras

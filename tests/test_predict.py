@@ -17,11 +17,6 @@ from tests.conftest import encode_image, random_image
 OLD, NEW = (version for version, _ in helpers.VERSIONS)
 
 
-@pytest.fixture(scope='module')
-def pushed(transform_output_dir, tmp_path_factory):
-  return helpers.pushed_models(tmp_path_factory, transform_output_dir)
-
-
 def _png_declaring(width: int, height: int) -> bytes:
   """A tiny PNG whose (CRC-valid) header declares width x height: a decompression bomb's face."""
   data = bytearray(encode_image(random_image(4, 4, 0), 'PNG'))
@@ -54,7 +49,7 @@ def image_dir(tmp_path_factory):
   return root, good, bad
 
 
-LIMITS = dict(max_bytes=1_000_000, max_pixels=1_000_000)
+LIMITS = {'max_bytes': 1_000_000, 'max_pixels': 1_000_000}
 
 
 def test_expand_paths_walks_folders_and_globs_and_reports_what_names_nothing(image_dir):
@@ -74,12 +69,13 @@ def test_expand_paths_walks_folders_and_globs_and_reports_what_names_nothing(ima
 def test_every_hostile_file_gets_a_reason_and_good_ones_match_serving_default(pushed, image_dir):
   import tensorflow as tf
   from fakedetect import predict
+  from fakedetect.components import image_checks, scoring
   root, good, bad = image_dir
-  predictor = predict.Predictor(pushed['versions'][NEW])
-  assert predictor.threshold == pytest.approx(0.63) and predictor.image_size == 16
+  scorer = scoring.Scorer(pushed['versions'][NEW])
+  assert scorer.threshold == pytest.approx(0.63) and scorer.image_size == 16
   paths = predict.expand_paths([str(root)])
   rows = {os.path.relpath(r['path'], root): r for r in predict.predict(
-      predictor, paths, batch_size=3, limits=predict.Limits(**LIMITS))}
+      scorer, paths, batch_size=3, limits=image_checks.Limits(**LIMITS))}
   reasons = {name: rows[name]['error'] for name in bad}
   assert reasons['empty.jpg'] == 'empty file'
   assert reasons['sub/huge.png'].startswith('file too large') or 'too many pixels' in reasons[
@@ -88,7 +84,7 @@ def test_every_hostile_file_gets_a_reason_and_good_ones_match_serving_default(pu
   for name in ('truncated.jpg', 'truncated.png', 'notes.txt', 'random.bin'):
     assert reasons[name].startswith('not an image TensorFlow can decode'), (name, reasons[name])
     assert '{{' not in reasons[name] and '[Op:' not in reasons[name]
-  served = predictor.loaded.signatures['serving_default'](
+  served = scorer.saved_model.signatures['serving_default'](
       image_bytes=tf.constant(list(good.values())))['fake_probability'].numpy()
   for (name, _), probability in zip(good.items(), served):
     row = rows[name]
@@ -97,23 +93,46 @@ def test_every_hostile_file_gets_a_reason_and_good_ones_match_serving_default(pu
     assert row['uncertain'] == (abs(probability - 0.63) < 0.1)
   # Scores do not depend on which (partly broken) batch an image landed in.
   again = {os.path.relpath(r['path'], root): r['fake_probability'] for r in predict.predict(
-      predictor, paths, batch_size=64, limits=predict.Limits(**LIMITS))}
+      scorer, paths, batch_size=64, limits=image_checks.Limits(**LIMITS))}
   assert all(again[name] == pytest.approx(rows[name]['fake_probability'], abs=1e-6)
              for name in good)
 
 
-def test_limits_refuse_before_decoding():
-  from fakedetect import predict
-  big = encode_image(random_image(300, 300, 1), 'PNG')
-  assert predict.check_image(big, predict.Limits(max_bytes=1000)).startswith('file too large')
-  assert predict.check_image(big, predict.Limits(max_pixels=300 * 299)).startswith(
-      'too many pixels: 300x300')
-  assert predict.check_image(big, predict.Limits()) is None
-  # Refused from the header alone, by our limit or (far past it) by Pillow's own guard.
-  assert predict.check_image(_png_declaring(8000, 8000), predict.Limits()) == (
-      'too many pixels: 8000x8000 = 64,000,000 > limit 50,000,000')
-  assert predict.check_image(_png_declaring(200000, 200000), predict.Limits()) == (
-      'too many pixels: 40,000,000,000 > limit 50,000,000')
+def test_a_batch_the_signature_refuses_is_retried_image_by_image(pushed):
+  import tensorflow as tf
+  from fakedetect.components import export, scoring
+  scorer = scoring.Scorer(pushed['versions'][NEW])
+  good = helpers.sample_images()[:3]
+  images = [good[0], _png_declaring(60000, 60000), good[1], b'not an image', good[2]]
+  with pytest.raises(tf.errors.OpError):
+    scorer.score(images)  # the strict call: refused as a whole
+  results = scorer.score_safely(images, batch_size=4)
+  assert [r.error is None for r in results] == [True, False, True, False, True]
+  probabilities, decisions = scorer.score(good, batch_size=2)
+  assert probabilities.dtype == np.float32 and decisions.dtype == np.int64
+  # is_fake is the signature's own verdict, at the threshold exported with the model.
+  assert decisions.tolist() == [int(p >= scorer.threshold) for p in probabilities]
+  for result, probability, decision in zip(results[::2], probabilities, decisions):
+    assert result.fake_probability == pytest.approx(float(probability), abs=1e-6)
+    assert result.is_fake == decision
+  # The op's own message, without TF's graph preamble or node decorations.
+  assert results[1].error == ('the model refused it: image_bytes: an image declares more than '
+                              f'{export.MAX_IMAGE_PIXELS} pixels')
+  assert results[3].error == ('the model refused it: Unknown image file format. One of JPEG, PNG, '
+                              'GIF, BMP required.')
+  assert [len(a) for a in scorer.score([])] == [0, 0] and scorer.score_safely([]) == []
+
+
+def test_a_folder_without_the_serving_contract_is_refused_with_what_to_do(tmp_path):
+  import tensorflow as tf
+  from fakedetect.components import errors, scoring
+  module = tf.Module()
+  module.serve = tf.function(lambda: {'x': tf.constant(1.0)}, input_signature=[])
+  tf.saved_model.save(module, str(tmp_path),
+                      signatures={'serving_default': module.serve.get_concrete_function()})
+  with pytest.raises(scoring.ModelError, match='no metadata signature') as raised:
+    scoring.Scorer(str(tmp_path))
+  assert isinstance(raised.value, errors.UserError) and '--model' in str(raised.value)
 
 
 def test_predict_cli_writes_csv_and_jsonl_and_exits_0_with_unreadable_files(pushed, image_dir,
@@ -132,7 +151,7 @@ def test_predict_cli_writes_csv_and_jsonl_and_exits_0_with_unreadable_files(push
   assert len(scored) == len(good)
   assert {r['label'] for r in scored} <= {'real', 'fake'}
   assert {r['uncertain'] for r in scored} <= {'true', 'false'}
-  assert f'could not be scored' in result.stderr and 'threshold 0.6300' in result.stderr
+  assert 'could not be scored' in result.stderr and 'threshold 0.6300' in result.stderr
 
   out = tmp_path / 'rows.jsonl'
   result = runner.invoke(cli.main, args + ['--format', 'jsonl', '--output', str(out),
@@ -145,7 +164,8 @@ def test_predict_cli_writes_csv_and_jsonl_and_exits_0_with_unreadable_files(push
 
 
 def test_predict_uses_the_served_version_and_says_what_to_do_without_a_model(pushed, tmp_path):
-  from fakedetect import cli, predict
+  from fakedetect import cli
+  from fakedetect.components import scoring
   runner = CliRunner()
   image = tmp_path / 'x.png'
   image.write_bytes(helpers.sample_images()[1])
@@ -159,7 +179,7 @@ def test_predict_uses_the_served_version_and_says_what_to_do_without_a_model(pus
   registry.rollback(str(root), OLD)
   result = runner.invoke(cli.main, ['predict', str(image), '--model', str(tmp_path)])
   assert result.exit_code == 0 and 'threshold 0.3700' in result.stderr
-  assert predict.Predictor(registry.find_model(str(tmp_path))).threshold == pytest.approx(0.37)
+  assert scoring.Scorer(registry.find_model(str(tmp_path))).threshold == pytest.approx(0.37)
 
 
 def test_explain_rebuilds_the_classifier_from_the_push_and_matches_serving(pushed):
