@@ -19,8 +19,13 @@ import os
 import time
 from typing import Any, Dict, List, Optional
 
+from tabulate import tabulate
+
+from fakedetect import run_records
+from fakedetect.components import errors
+from fakedetect.pipeline import names
+
 CONFIG_FILE = 'models.config'
-METADATA_FILE = os.path.join('assets.extra', 'fakedetect.json')  # as components/export.py writes
 DEFAULT_MODEL_NAME = 'fakedetect'
 _HEADER = ('# TF Serving ModelServerConfig, written by `fakedetect` from the versions on disk.\n'
            '# Serve with: tensorflow_model_server --model_config_file=<this file> '
@@ -28,7 +33,7 @@ _HEADER = ('# TF Serving ModelServerConfig, written by `fakedetect` from the ver
            '# A model_version_policy pins a version (`fakedetect models rollback VERSION`).\n')
 
 
-class ModelsError(ValueError):
+class ModelsError(errors.UserError):
   """A problem with the push directory a user can act on; the message says how."""
 
 
@@ -196,82 +201,50 @@ def find_model(path: Optional[str], default_output: str = 'outputs') -> str:
   path = os.path.abspath(path or default_output)
   if os.path.isfile(os.path.join(path, 'saved_model.pb')):
     return path
-  for root in (path, os.path.join(path, 'serving_model')):
+  for root in (path, os.path.join(path, names.SERVING_DIR)):
     if model_names(root):
       return served_version(root).path
   if any(v.complete for v in versions(path)):  # a model folder: <root>/<name>
     return served_version(os.path.dirname(path), os.path.basename(path)).path
-  where = 'under ' + path
-  raise ModelsError(f'No pushed model found {where}. Run `fakedetect run` first (blessed models are '
-                    'pushed to <output>/serving_model/), or pass --model PATH.')
+  raise ModelsError(f'No pushed model found under {path}. Run `fakedetect run` first (blessed '
+                    f'models are pushed to <output>/{names.SERVING_DIR}/), or pass --model PATH.')
 
 
 def read_model_metadata(version_dir: str) -> Dict[str, Any]:
-  path = os.path.join(version_dir, METADATA_FILE)
+  """The export's own metadata (threshold, image size, hyperparameters); {} when it has none."""
+  from fakedetect.components import export  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  path = os.path.join(version_dir, export.METADATA_FILE)
   if not os.path.isfile(path):
     return {}
   with open(path, encoding='utf-8') as f:
     return json.load(f)
 
 
-def pushes_from_metadata(metadata_path: str) -> Dict[str, Dict[str, Any]]:
-  """{pushed version folder: {run_id, metrics}} from ML Metadata, read-only.
+def pushes_from_metadata(output_dir: str) -> Dict[str, Dict[str, Any]]:
+  """{pushed version folder: {run_id, metrics}} from the run folder's ML Metadata, read-only.
 
-  Follows lineage: the Pusher's PushedModel artifact (custom properties `pushed_destination`,
-  `pushed_version`) -> the Pusher's `model_blessing` input -> the Evaluator execution that
-  produced it -> its pipeline run and its `evaluation` output (the metrics that blessed it).
+  Follows lineage: every pushed PushedModel artifact (custom properties `pushed_destination`,
+  `pushed_version`) -> the Pusher that wrote it -> upstream through `model_blessing` inputs to
+  the Evaluator that judged the model first -> its pipeline run and its `evaluation` output (the
+  metrics that blessed it).
   """
-  from ml_metadata import metadata_store  # pylint: disable=g-import-not-at-top
-  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
-  connection = metadata_store_pb2.ConnectionConfig()
-  connection.sqlite.filename_uri = metadata_path
-  connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-  store = metadata_store.MetadataStore(connection)
-  event_types = metadata_store_pb2.Event
-
-  def execution_of(artifact_id: int) -> Optional[int]:
-    events = store.get_events_by_artifact_ids([artifact_id])
-    return next((e.execution_id for e in events if e.type == event_types.OUTPUT), None)
-
-  def linked(execution_id: int, kind: int, key: str) -> Optional[Any]:
-    for event in store.get_events_by_execution_ids([execution_id]):
-      if event.type == kind and key in [s.key for s in event.path.steps if s.HasField('key')]:
-        return store.get_artifacts_by_id([event.artifact_id])[0]
-    return None
-
-  def run_of(execution_id: int) -> Optional[str]:
-    runs = [c for c in store.get_contexts_by_execution(execution_id)
-            if store.get_context_types_by_id([c.type_id])[0].name == 'pipeline_run']
-    return runs[0].name if runs else None
-
+  records = run_records.RunRecords.of_output(output_dir)
   found = {}
-  try:
-    pushed = store.get_artifacts_by_type('PushedModel')
-  except Exception:  # pylint: disable=broad-except  (an empty store has no such type yet)
-    return found
-  for artifact in pushed:
+  for artifact in records.artifacts_of_type('PushedModel'):
     props = artifact.custom_properties
-    if 'pushed_destination' not in props or props['pushed'].int_value != 1:
+    if 'pushed_destination' not in props or run_records.int_property(artifact, 'pushed') != 1:
       continue
+    evaluator = records.first_judge(records.producer(artifact))
     record: Dict[str, Any] = {'pushed_version': props['pushed_version'].string_value,
-                              'run_id': None, 'metrics': {}}
-    pusher = execution_of(artifact.id)
-    blessing = linked(pusher, event_types.INPUT, 'model_blessing') if pusher else None
-    evaluator = execution_of(blessing.id) if blessing is not None else None
-    # The Pusher reads the RobustnessGate's blessing; the Evaluator's is that gate's input.
-    upstream = linked(evaluator, event_types.INPUT, 'model_blessing') if evaluator else None
-    if upstream is not None:
-      evaluator = execution_of(upstream.id)
-    if evaluator is not None:
-      record['run_id'] = run_of(evaluator)
-      evaluation = linked(evaluator, event_types.OUTPUT, 'evaluation')
-      if evaluation is not None:
-        from fakedetect.components import evaluation_results  # pylint: disable=g-import-not-at-top
-        try:
-          record['metrics'] = evaluation_results.evaluation_metrics(evaluation.uri).get(
-              evaluation_results.OVERALL, {})
-        except Exception as e:  # pylint: disable=broad-except
-          logging.warning('Could not read the evaluation at %s: %s', evaluation.uri, e)
+                              'run_id': records.run_of(evaluator), 'metrics': {}}
+    evaluation = records.output(evaluator, 'evaluation')
+    if evaluation is not None:
+      from fakedetect.components import evaluation_results  # pylint: disable=g-import-not-at-top
+      try:
+        record['metrics'] = evaluation_results.evaluation_metrics(evaluation.uri).get(
+            evaluation_results.OVERALL, {})
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning('Could not read the evaluation at %s: %s', evaluation.uri, e)
     found[os.path.abspath(props['pushed_destination'].string_value)] = record
   return found
 
@@ -282,10 +255,9 @@ def describe(serving_root: str, name: Optional[str] = None) -> List[Dict[str, An
   name = _only_model(serving_root, name)
   output_dir = os.path.dirname(serving_root)
   lineage: Dict[str, Dict[str, Any]] = {}
-  metadata_path = os.path.join(output_dir, 'metadata.sqlite')
-  if os.path.isfile(metadata_path):
-    lineage = pushes_from_metadata(metadata_path)
-  summary_path = os.path.join(output_dir, 'summary.json')
+  if os.path.isfile(os.path.join(output_dir, names.METADATA_STORE)):
+    lineage = pushes_from_metadata(output_dir)
+  summary_path = os.path.join(output_dir, names.SUMMARY_FILE)
   if os.path.isfile(summary_path):  # the latest run; fills in when MLMD is not next to it
     with open(summary_path, encoding='utf-8') as f:
       last = json.load(f)
@@ -311,17 +283,18 @@ def describe(serving_root: str, name: Optional[str] = None) -> List[Dict[str, An
 
 
 def render_rows(rows: List[Dict[str, Any]]) -> str:
-  """The table `fakedetect models list` prints."""
-  lines = [f'{"":2}{"version":<12}{"pushed":<21}{"threshold":>9}  {"accuracy":>8}  '
-           f'{"precision":>9}  {"recall":>6}  {"auc":>6}  blessed by run']
+  """The table `fakedetect models list` prints; `*` marks the version TF Serving serves."""
+  header = ['version', 'pushed', 'threshold', 'accuracy', 'precision', 'recall', 'auc',
+            'blessed by run']
+  table = []
   for row in rows:
-    mark = '* ' if row['served'] else '  '
     metrics = row['metrics'] or {}
-    value = lambda key, m=metrics: f'{m[key]:.4f}' if key in m else '-'
-    threshold = f"{row['threshold']:.4f}" if row['threshold'] is not None else '-'
     note = ' (pinned)' if row['pinned'] else ('' if row['complete'] else ' (incomplete)')
-    lines.append(f"{mark}{row['version']:<12}{row['pushed_at']:<21}{threshold:>9}  "
-                 f"{value('accuracy'):>8}  {value('precision'):>9}  {value('recall'):>6}  "
-                 f"{value('auc'):>6}  {row['run_id'] or '-'}{note}")
-  lines.append('* = the version TF Serving serves under models.config')
-  return '\n'.join(lines)
+    table.append([('* ' if row['served'] else '') + str(row['version']), row['pushed_at'],
+                  row['threshold']] + [metrics.get(key) for key in header[3:7]]
+                 + [(row['run_id'] or '-') + note])
+  # Versions right-aligned, so the served one's `* ` stands out to their left.
+  text = tabulate(table, headers=header, tablefmt='plain', floatfmt='.4f', missingval='-',
+                  disable_numparse=[0, 1, 7],
+                  colalign=('right', 'left') + ('right',) * 5 + ('left',))
+  return text + f'\n* = the version TF Serving serves under {CONFIG_FILE}'

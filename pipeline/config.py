@@ -11,8 +11,10 @@ import posixpath
 from typing import Any, Dict, List, Optional
 
 from fakedetect.components import distribute
+from fakedetect.components import errors
 from fakedetect.components import features
 from fakedetect.components.image_example_gen.layouts import is_remote
+from fakedetect.pipeline import names
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -187,19 +189,19 @@ class PipelineConfig:
 
   @property
   def pipeline_root(self) -> str:
-    return self.runner.pipeline_root or location(self.output_dir, 'tfx')
+    return self.runner.pipeline_root or location(self.output_dir, names.PIPELINE_ROOT_DIR)
 
   @property
   def metadata_path(self) -> str:
-    return location(self.output_dir, 'metadata.sqlite')
+    return location(self.output_dir, names.METADATA_STORE)
 
   @property
   def serving_dir(self) -> str:
-    return location(self.output_dir, 'serving_model', self.model_name)
+    return location(self.output_dir, names.SERVING_DIR, self.model_name)
 
   @property
   def summary_path(self) -> str:
-    return location(self.output_dir, 'summary.json')
+    return location(self.output_dir, names.SUMMARY_FILE)
 
   def to_dict(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
@@ -218,7 +220,7 @@ class PipelineConfig:
     return config
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError):
   """A user's configuration is wrong; the message says how to fix it."""
 
 

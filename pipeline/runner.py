@@ -12,6 +12,7 @@ from tfx.orchestration import metadata
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 from tfx.orchestration.beam.beam_dag_runner import PipelineNodeAsDoFn
 
+from fakedetect.components import errors
 from fakedetect.pipeline import config as config_lib
 from fakedetect.pipeline import pipeline as pipeline_lib
 from fakedetect.pipeline.config import PipelineConfig
@@ -80,7 +81,7 @@ def run(config: PipelineConfig, on_start: Optional[Callable[[int], None]] = None
   ProgressBeamDagRunner().run(tfx_pipeline)
 
 
-class CompileError(Exception):
+class CompileError(errors.UserError):
   """The pipeline cannot be compiled here; the message says what to install or change."""
 
 

@@ -16,9 +16,10 @@ import time
 
 import pytest
 
+from fakedetect.pipeline import names
 from tests import demo_runs
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.pipeline]
 
 FAKEDETECT = [sys.executable, '-m', 'fakedetect']
 # Small enough for CI, large enough that a real CNN clears the default bars on the demo task.
@@ -53,9 +54,9 @@ def workspace(tmp_path_factory):
   data, output = root / 'data', root / 'out'
   demo_runs.write_demo_data(data, PER_CLASS)
   first = _run(data, output)
-  summary = json.loads((output / 'summary.json').read_text())
+  summary = json.loads((output / names.SUMMARY_FILE).read_text())
   return {'data': data, 'output': output, 'first': first, 'summary': summary,
-          'push_dir': os.path.join(str(output), 'serving_model', 'fakedetect')}
+          'push_dir': os.path.join(str(output), names.SERVING_DIR, 'fakedetect')}
 
 
 def test_first_run_is_blessed_and_pushed_in_tf_serving_layout(workspace):
@@ -104,7 +105,7 @@ def test_pushed_model_scores_images_through_serving_default(workspace):
 def test_worse_model_is_refused_and_nothing_new_is_pushed(workspace):
   before = _versions(workspace['push_dir'])
   result = _run(workspace['data'], workspace['output'], '--set', 'train.shuffle_labels=true')
-  summary = json.loads((workspace['output'] / 'summary.json').read_text())
+  summary = json.loads((workspace['output'] / names.SUMMARY_FILE).read_text())
   assert summary['blessed'] is False
   assert summary['not_blessed_because'], 'a refusal must say why'
   assert summary['pushed_model'] is None
@@ -133,7 +134,7 @@ def test_run_killed_in_trainer_resumes_and_never_exposes_a_half_version(workspac
   _assert_complete_versions(workspace['push_dir'])
 
   _run(workspace['data'], workspace['output'], '--set', 'train.seed=7')
-  summary = json.loads((workspace['output'] / 'summary.json').read_text())
+  summary = json.loads((workspace['output'] / names.SUMMARY_FILE).read_text())
   for node in ('ImageExampleGen', 'StatisticsGen', 'Transform'):
     assert summary['components'][node] == 'cached', summary['components']
   assert summary['components']['Trainer'] == 'complete'

@@ -5,16 +5,10 @@ import os
 from click.testing import CliRunner
 import pytest
 
-from tests import demo_runs
+from fakedetect.pipeline import names
 
 PLOTS = ('roc.png', 'pr.png', 'calibration.png', 'confusion_matrix.png', 'slices.png',
          'robustness.png')
-
-
-@pytest.fixture(scope='module')
-def runs(tmp_path_factory):
-  root = demo_runs.workspace(tmp_path_factory)
-  return {name: demo_runs.run(root, name) for name in demo_runs.ORDER}
 
 
 def test_inspect_latest_run_prints_table_verdict_and_writes_plots_and_report(runs):
@@ -28,7 +22,7 @@ def test_inspect_latest_run_prints_table_verdict_and_writes_plots_and_report(run
                    'blessed: NO', 'below the bar 0.99 (short by', 'below the robustness bar',
                    'surest mistakes, '):  # a shuffled-label model: it errs
     assert expected in text, expected
-  report_dir = os.path.join(output, 'report')
+  report_dir = os.path.join(output, names.REPORT_DIR)
   for name in PLOTS + ('index.html',):
     path = os.path.join(report_dir, name)
     assert os.path.getsize(path) > 1000, path

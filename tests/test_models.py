@@ -1,4 +1,5 @@
-"""The push directory: versions, models.config (as TF Serving parses it), rollback, `models list`."""
+"""The push directory: versions, models.config (as TF Serving parses it), rollback and
+`models list`."""
 
 import json
 import os
@@ -7,15 +8,15 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
+from fakedetect.pipeline import names
 from tests import serving_helpers as helpers
 
 OLD, NEW = (version for version, _ in helpers.VERSIONS)
 
 
 @pytest.fixture
-def output(transform_output_dir, tmp_path_factory, tmp_path):
+def output(pushed, tmp_path):
   """A private copy of a run's output folder holding two pushed versions."""
-  pushed = helpers.pushed_models(tmp_path_factory, transform_output_dir)
   copy = tmp_path / 'output'
   shutil.copytree(pushed['output'], copy)
   return str(copy)
@@ -31,7 +32,7 @@ def _serving_config(root):
 
 def test_write_config_lists_models_on_disk_and_parses_as_tf_serving_does(output):
   from fakedetect import registry
-  root = os.path.join(output, 'serving_model')
+  root = os.path.join(output, names.SERVING_DIR)
   path = registry.write_config(root)
   assert path == os.path.join(root, 'models.config')
   (entry,) = _serving_config(root).model_config_list.config
@@ -48,7 +49,7 @@ def test_write_config_lists_models_on_disk_and_parses_as_tf_serving_does(output)
 
 def test_half_written_version_is_never_served_or_pinned(output):
   from fakedetect import registry
-  root = os.path.join(output, 'serving_model')
+  root = os.path.join(output, names.SERVING_DIR)
   partial = os.path.join(root, 'fakedetect', str(NEW + 100))
   shutil.copytree(os.path.join(root, 'fakedetect', str(NEW)), partial,
                   ignore=shutil.ignore_patterns('saved_model.pb'))  # a push still copying
@@ -61,7 +62,7 @@ def test_half_written_version_is_never_served_or_pinned(output):
 
 def test_rollback_pins_through_the_version_policy_and_survives_new_pushes(output):
   from fakedetect import registry
-  root = os.path.join(output, 'serving_model')
+  root = os.path.join(output, names.SERVING_DIR)
   registry.rollback(root, OLD)
   (entry,) = _serving_config(root).model_config_list.config
   assert list(entry.model_version_policy.specific.versions) == [OLD]
@@ -79,7 +80,7 @@ def test_rollback_pins_through_the_version_policy_and_survives_new_pushes(output
 
 def test_pin_on_a_deleted_version_is_dropped_not_kept_dangling(output):
   from fakedetect import registry
-  root = os.path.join(output, 'serving_model')
+  root = os.path.join(output, names.SERVING_DIR)
   registry.rollback(root, OLD)
   shutil.rmtree(os.path.join(root, 'fakedetect', str(OLD)))
   registry.write_config(root)
@@ -90,9 +91,9 @@ def test_pin_on_a_deleted_version_is_dropped_not_kept_dangling(output):
 
 def test_find_model_from_any_level_and_a_clear_error_without_one(output, tmp_path):
   from fakedetect import registry
-  version_dir = os.path.join(output, 'serving_model', 'fakedetect', str(NEW))
-  for path in (output, os.path.join(output, 'serving_model'),
-               os.path.join(output, 'serving_model', 'fakedetect'), version_dir):
+  version_dir = os.path.join(output, names.SERVING_DIR, 'fakedetect', str(NEW))
+  for path in (output, os.path.join(output, names.SERVING_DIR),
+               os.path.join(output, names.SERVING_DIR, 'fakedetect'), version_dir):
     assert registry.find_model(path) == version_dir
   with pytest.raises(registry.ModelsError, match='fakedetect run'):
     registry.find_model(str(tmp_path / 'empty'))
@@ -136,10 +137,10 @@ def _lineage_store(path, destination, run_id):
 
 def test_models_list_shows_versions_metadata_and_the_blessing_run(output):
   from fakedetect import cli, registry
-  root = os.path.join(output, 'serving_model')
+  root = os.path.join(output, names.SERVING_DIR)
   old_dir, new_dir = (os.path.join(root, 'fakedetect', str(v)) for v in (OLD, NEW))
-  _lineage_store(os.path.join(output, 'metadata.sqlite'), old_dir, 'run-that-blessed-old')
-  with open(os.path.join(output, 'summary.json'), 'w') as f:  # the latest run's summary
+  _lineage_store(os.path.join(output, names.METADATA_STORE), old_dir, 'run-that-blessed-old')
+  with open(os.path.join(output, names.SUMMARY_FILE), 'w') as f:  # the latest run's summary
     json.dump({'run_id': 'latest-run', 'pushed_model': new_dir,
                'metrics': {'accuracy': 0.91, 'precision': 0.9, 'recall': 0.8, 'auc': 0.95}}, f)
   rows = registry.describe(root)

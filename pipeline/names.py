@@ -1,0 +1,33 @@
+"""The names a run is found by: the DAG's node ids and what a run writes into its --output folder.
+
+pipeline.py gives the nodes these ids, ML Metadata records them (node context
+`<pipeline name>.<node id>`), and the tools find an artifact by node id and output key
+(fakedetect/run_records.py). Kept free of imports so the CLI and tests can use them cheaply.
+
+A file INSIDE an artifact or a model is named by the module that writes it, not here:
+robustness.RESULT_FILE, export.METADATA_FILE / KERAS_FILE (assets.extra), train.HISTORY_FILE /
+CURVES_FILE, image_example_gen/report.py's REPORT_FILE (report.json).
+"""
+
+# Node ids, in the DAG's order.
+IMAGE_EXAMPLE_GEN = 'ImageExampleGen'
+STATISTICS_GEN = 'StatisticsGen'
+SCHEMA_GEN = 'SchemaGen'  # infers a schema (data.use_curated_schema=false)
+IMPORT_SCHEMA_GEN = 'ImportSchemaGen'  # imports the curated schema/ (the default)
+EXAMPLE_VALIDATOR = 'ExampleValidator'
+TRANSFORM = 'Transform'
+TUNER = 'Tuner'
+TRAINER = 'Trainer'
+RESOLVER = 'latest_blessed_model_resolver'  # the latest model the RobustnessGate blessed
+EVALUATOR = 'Evaluator'
+ROBUSTNESS_GATE = 'RobustnessGate'
+PUSHER = 'Pusher'
+MODEL_CARD_GENERATOR = 'ModelCardGenerator'  # the card, after the Pusher
+
+# What a run writes under its --output folder (PipelineConfig's paths are built from these).
+METADATA_STORE = 'metadata.sqlite'  # ML Metadata, sqlite: every run of the folder
+SUMMARY_FILE = 'summary.json'  # the CLI's summary of the latest run
+SERVING_DIR = 'serving_model'  # TF Serving's root: <model name>/<version>/ and models.config
+PIPELINE_ROOT_DIR = 'tfx'  # TFX's artifacts: <node id>/<output key>/<execution id>/
+LOGS_DIR = 'logs'  # run-<time>.log: TFX, Beam and TensorFlow logging of each `fakedetect run`
+REPORT_DIR = 'report'  # `fakedetect inspect`'s plots and index.html
