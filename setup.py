@@ -17,6 +17,8 @@ setup(
                  'fakedetect.components': 'components'},
     packages=['fakedetect', 'fakedetect.pipeline', 'fakedetect.components'] + [
         'fakedetect.components.' + name for name in find_packages('components')],
+    # Not Python, so named here for a non-editable install (the Dockerfile's) to ship them.
+    package_data={'fakedetect': ['templates/*.j2'], 'fakedetect.components': ['templates/*.j2']},
     install_requires=[
         'tfx==1.16.0',
         'apache-beam[gcp]==2.59.0',
@@ -24,9 +26,12 @@ setup(
         'keras-tuner==1.4.7',
         'pillow',
         'matplotlib',
-        'scikit-learn',  # ROC AUC (components/metrics.py); pinned via TFMA in the lock
+        'scikit-learn',  # metrics (components/metrics.py); pinned via TFMA in the lock
+        'tfx-bsl',  # the C++ tf.Example coder of the image ExampleGen (pinned via TFX)
+        'google-crc32c',  # TFRecord framing of the ExampleGen's shards (pinned via Beam[gcp])
         'tqdm',
         'click',
+        'tabulate', 'markdown', 'jinja2',  # tables, the model card's HTML, templates
     ],
     extras_require={'kubeflow': ['kfp==2.5.0', 'kfp-pipeline-spec==0.2.2']},
     entry_points={'console_scripts': ['fakedetect=fakedetect.cli:main']},

@@ -12,7 +12,7 @@ One import name for the three folders of this repository (setup.py maps them):
 # one import name recorded them as `components.<Class>`: the tools find artifacts by node and
 # output key, so those runs stay readable; their ExampleGen runs once more instead of hitting
 # the cache (its output type changed).
-ARTIFACT_TYPES = ('IngestReport', 'Robustness')
+ARTIFACT_TYPES = ('IngestReport', 'Robustness', 'ModelCard')
 
 
 def __getattr__(name):
@@ -23,4 +23,7 @@ def __getattr__(name):
   if name == 'Robustness':
     from fakedetect.components import robustness  # pylint: disable=g-import-not-at-top
     return robustness.Robustness
+  if name == 'ModelCard':
+    from fakedetect.components import model_card  # pylint: disable=g-import-not-at-top
+    return model_card.ModelCard
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -2,8 +2,9 @@
 
 ImageExampleGen -> StatisticsGen -> ImportSchemaGen (curated schema/) or SchemaGen
 -> ExampleValidator -> Transform -> [Tuner] -> Trainer -> Resolver(latest blessed) -> Evaluator
--> RobustnessGate (perturbations; the final blessing) -> Pusher. Runner-agnostic: BeamDagRunner
-runs it here (pipeline/runner.py), KubeflowV2DagRunner compiles it for Kubeflow / Vertex AI.
+-> RobustnessGate (perturbations; the final blessing) -> Pusher -> ModelCardGenerator (the card,
+beside the pushed model). Runner-agnostic: BeamDagRunner runs it here (pipeline/runner.py),
+KubeflowV2DagRunner compiles it for Kubeflow / Vertex AI.
 """
 
 import json
@@ -14,11 +15,13 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from fakedetect.components import features
+from fakedetect.components import model_card
 from fakedetect.components import perturb
 from fakedetect.components import robustness
 from fakedetect.components import export
 from fakedetect.components.image_example_gen import ImageExampleGen
 from fakedetect.pipeline import config as config_lib
+from fakedetect.pipeline import names
 from fakedetect.pipeline.config import PipelineConfig
 
 _COMPONENTS_DIR = os.path.join(config_lib.REPO_DIR, 'components')
@@ -29,7 +32,6 @@ PREPROCESSING_FN = 'fakedetect.components.transform.preprocessing_fn'
 RUN_FN = 'fakedetect.components.train.run_fn'
 TUNER_FN = 'fakedetect.components.train.tuner_fn'
 SCHEMA_FILE = 'schema.pbtxt'
-ROBUSTNESS_GATE_ID = 'RobustnessGate'
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -101,21 +103,26 @@ def create_components(config: PipelineConfig, packaged_modules: bool = True
   example_gen = ImageExampleGen(
       data_dir=config_lib.location(config.data.data_dir),
       split_ratios=json.dumps(config.data.split_ratios()),
-      max_pixels=config.data.max_pixels)
-  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
+      max_pixels=config.data.max_pixels).with_id(names.IMAGE_EXAMPLE_GEN)
+  statistics_gen = tfx.components.StatisticsGen(
+      examples=example_gen.outputs['examples']).with_id(names.STATISTICS_GEN)
   curated = os.path.join(config.data.schema_dir, SCHEMA_FILE)
   if config.data.use_curated_schema:
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=curated)
+    schema_gen = tfx.components.ImportSchemaGen(
+        schema_file=curated).with_id(names.IMPORT_SCHEMA_GEN)
   else:
     schema_gen = tfx.components.SchemaGen(
-        statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True)
+        statistics=statistics_gen.outputs['statistics'],
+        infer_feature_shape=True).with_id(names.SCHEMA_GEN)
   example_validator = tfx.components.ExampleValidator(
-      statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
+      statistics=statistics_gen.outputs['statistics'],
+      schema=schema_gen.outputs['schema']).with_id(names.EXAMPLE_VALIDATOR)
   transform = tfx.components.Transform(
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       custom_config=config.module_config().to_custom_config('image'),
-      **_user_code(TRANSFORM_MODULE, 'preprocessing_fn', PREPROCESSING_FN, packaged_modules))
+      **_user_code(TRANSFORM_MODULE, 'preprocessing_fn', PREPROCESSING_FN, packaged_modules),
+  ).with_id(names.TRANSFORM)
   module_config = config.module_config().to_custom_config()
   tuner = None
   if config.tuner.enabled:
@@ -124,30 +131,33 @@ def create_components(config: PipelineConfig, packaged_modules: bool = True
         transform_graph=transform.outputs['transform_graph'],
         schema=schema_gen.outputs['schema'],
         custom_config=module_config,
-        **_user_code(TRAIN_MODULE, 'tuner_fn', TUNER_FN, packaged_modules))
+        **_user_code(TRAIN_MODULE, 'tuner_fn', TUNER_FN, packaged_modules),
+    ).with_id(names.TUNER)
   trainer = tfx.components.Trainer(
       examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
       hyperparameters=tuner.outputs['best_hyperparameters'] if tuner else None,
       custom_config=module_config,
-      **_user_code(TRAIN_MODULE, 'run_fn', RUN_FN, packaged_modules))
+      **_user_code(TRAIN_MODULE, 'run_fn', RUN_FN, packaged_modules),
+  ).with_id(names.TRAINER)
   # The baseline is the latest model that passed the whole gate (TFMA and robustness): only the
   # RobustnessGate's blessings count, not the Evaluator's, which robustness may still overrule.
   model_resolver = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
       model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
-                                     producer_component_id=ROBUSTNESS_GATE_ID,
+                                     producer_component_id=names.ROBUSTNESS_GATE,
                                      output_key='blessing'),
-  ).with_id('latest_blessed_model_resolver')
+  ).with_id(names.RESOLVER)
   evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=model_resolver.outputs['model'],
       schema=schema_gen.outputs['schema'],
       example_splits=[config.gate.eval_split],
-      eval_config=eval_config(config))
+      eval_config=eval_config(config),
+  ).with_id(names.EVALUATOR)
   robustness_gate = robustness.RobustnessGate(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
@@ -155,14 +165,28 @@ def create_components(config: PipelineConfig, packaged_modules: bool = True
       split=config.gate.eval_split,
       perturbations=json.dumps(perturb.names(config.gate.perturbations)),
       min_accuracy=float(config.gate.min_robust_accuracy),
-  ).with_id(ROBUSTNESS_GATE_ID)
+  ).with_id(names.ROBUSTNESS_GATE)
   pusher = tfx.components.Pusher(
       model=trainer.outputs['model'],
       model_blessing=robustness_gate.outputs['blessing'],
       push_destination=tfx.proto.PushDestination(
-          filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)))
+          filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)),
+  ).with_id(names.PUSHER)
+  card = model_card.ModelCardGenerator(
+      report=example_gen.outputs['report'],
+      evaluation=evaluator.outputs['evaluation'],
+      robustness=robustness_gate.outputs['robustness'],
+      blessing=robustness_gate.outputs['blessing'],
+      model=trainer.outputs['model'],
+      model_run=trainer.outputs['model_run'],
+      pushed_model=pusher.outputs['pushed_model'],
+      # The local launcher fills in the run id; KFP v2 takes no such placeholder as a parameter
+      # (its run page names the run), so a compiled pipeline's card names the trained model only.
+      pipeline_run=(tfx.dsl.placeholders.execution_invocation().pipeline_run_id
+                    if packaged_modules else ''),
+  ).with_id(names.MODEL_CARD_GENERATOR)
   nodes = [example_gen, statistics_gen, schema_gen, example_validator, transform, tuner,
-           trainer, model_resolver, evaluator, robustness_gate, pusher]
+           trainer, model_resolver, evaluator, robustness_gate, pusher, card]
   nodes = [node for node in nodes if node is not None]
   for node in nodes:
     overrides = config_lib.component_beam_args(config.runner, node.id)

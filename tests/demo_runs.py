@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+from fakedetect.pipeline import names
+
 FAKEDETECT = [sys.executable, '-m', 'fakedetect']
 # 150 images per class and 10 epochs: the good model clears ~0.9 accuracy, far from the
 # shuffled model's ~0.5, so the change-threshold test does not hang on a coin flip.
@@ -26,6 +28,10 @@ RUNS = {
                               '--set', 'gate.min_robust_accuracy=0.99'],
 }
 ORDER = list(RUNS)
+# The artifacts a record names (node, output key): the model card's inputs and the card itself.
+ARTIFACTS = (('ImageExampleGen', 'report'), ('Evaluator', 'evaluation'),
+             ('RobustnessGate', 'robustness'), ('RobustnessGate', 'blessing'),
+             ('Trainer', 'model'), ('Trainer', 'model_run'), ('ModelCardGenerator', 'model_card'))
 
 
 def write_demo_data(data, per_class: int) -> None:
@@ -43,6 +49,15 @@ def workspace(tmp_path_factory):
   return root
 
 
+def latest_artifact(output, node, key):
+  """The newest artifact folder of a node's output (TFX's <root>/<node>/<key>/<execution id>):
+  the run just made's. A node it took from the cache reused the newest output of its kind, as no
+  run in ORDER returns to an earlier one's settings."""
+  folder = os.path.join(str(output), names.PIPELINE_ROOT_DIR, node, key)
+  return max((os.path.join(folder, d) for d in os.listdir(folder)),
+             key=lambda p: int(os.path.basename(p)))
+
+
 def run(root, name):
   """Runs `name` (and the runs before it, which it depends on) once; returns its record."""
   for earlier in ORDER[:ORDER.index(name)]:
@@ -58,12 +73,12 @@ def run(root, name):
   if result.returncode != 0:
     raise AssertionError(f'run {name} failed ({result.returncode}):\n{result.stdout}\n'
                          f'{result.stderr}')
-  summary = json.loads((output / 'summary.json').read_text())
-  robustness_dir = os.path.join(str(output), 'tfx', 'RobustnessGate', 'robustness')
+  summary = json.loads((output / names.SUMMARY_FILE).read_text())
   record = {'name': name, 'output': str(output), 'stdout': result.stdout, 'summary': summary,
-            'robustness': max((os.path.join(robustness_dir, d) for d in os.listdir(robustness_dir)),
-                              key=lambda p: int(os.path.basename(p)))}
-  if name == 'good':  # `run` writes the card of the model it pushed beside it
+            'robustness': latest_artifact(output, 'RobustnessGate', 'robustness'),
+            'artifacts': {f'{node}.{key}': latest_artifact(output, node, key)
+                          for node, key in ARTIFACTS}}
+  if name == 'good':  # the ModelCardGenerator writes the card of the model pushed beside it
     record['model_card'] = os.path.join(summary['pushed_model'], 'assets.extra', 'model_card.md')
     assert os.path.isfile(record['model_card']), result.stdout
   marker.write_text(json.dumps(record))

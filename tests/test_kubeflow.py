@@ -72,7 +72,7 @@ def test_every_component_of_the_dag_is_a_task(compiled):
   expected = _expected_ids()
   assert expected >= {'ImageExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator',
                       'Transform', 'Tuner', 'Trainer', 'Evaluator', 'RobustnessGate', 'Pusher',
-                      'latest_blessed_model_resolver'}
+                      'ModelCardGenerator', 'latest_blessed_model_resolver'}
   # KFP resolves the latest blessed model with two artifact queries instead of one node.
   resolver = 'latest_blessed_model_resolver'
   assert tasks == (expected - {resolver}) | {f'{resolver}-model-resolver',
@@ -80,6 +80,7 @@ def test_every_component_of_the_dag_is_a_task(compiled):
   dag = compiled['spec']['root']['dag']['tasks']
   assert set(dag['Pusher']['dependentTasks']) == {'RobustnessGate', 'Trainer'}
   assert 'Evaluator' in dag['RobustnessGate']['dependentTasks']
+  assert 'Pusher' in dag['ModelCardGenerator']['dependentTasks']  # the card runs after the push
 
 
 def test_component_parameters_are_the_configs(compiled):
@@ -91,7 +92,8 @@ def test_component_parameters_are_the_configs(compiled):
   schema_file = f'{config_lib.IMAGE_ROOT}/schema/schema.pbtxt'  # the image's copy
   assert params['ImportSchemaGen']['schema_file'] == schema_file
   # The module code comes from the image by import path; nothing is uploaded at compile time.
-  assert params['Transform']['preprocessing_fn'] == 'fakedetect.components.transform.preprocessing_fn'
+  assert params['Transform']['preprocessing_fn'] == (
+      'fakedetect.components.transform.preprocessing_fn')
   assert params['Trainer']['run_fn'] == 'fakedetect.components.train.run_fn'
   assert params['Tuner']['tuner_fn'] == 'fakedetect.components.train.tuner_fn'
   custom = json.loads(params['Trainer']['custom_config'])
@@ -139,7 +141,7 @@ def test_custom_artifact_types_are_importable_by_their_kfp_title(compiled):
     for artifact in component.get('outputDefinitions', {}).get('artifacts', {}).values():
       titles.add(artifact['artifactType']['instanceSchema'].split('\n')[0][len('title: '):])
   custom = {title for title in titles if not title.startswith('tfx.')}
-  assert custom == {'fakedetect.IngestReport', 'fakedetect.Robustness'}
+  assert custom == {'fakedetect.IngestReport', 'fakedetect.Robustness', 'fakedetect.ModelCard'}
   for title in custom:
     assert import_utils.import_class_by_path(title).TYPE_NAME == title
 
