@@ -1,4 +1,9 @@
-"""`fakedetect`: the command line. User mistakes end in a message that says what to do, not a traceback."""
+"""`fakedetect`: the command line.
+
+User mistakes end in a message that says what to do, not a traceback: every module raises
+`errors.UserError` (components/errors.py) for them, and the command group turns it into click's
+message and exit status 1 in one place.
+"""
 
 import contextlib
 import json
@@ -10,14 +15,26 @@ import warnings
 
 import click
 
+from fakedetect.components import errors
+from fakedetect.components import image_checks
 from fakedetect.components import perturb as perturb_lib
 from fakedetect.pipeline import config as config_lib
+from fakedetect.pipeline import names
 
 DEFAULT_DEMO_DIR = 'demo_data'
 
 
-class UserError(click.ClickException):
-  """A problem the user can fix; click prints the message and exits 1."""
+UserError = errors.UserError  # the CLI's own checks raise it like every other module
+
+
+class _Commands(click.Group):
+  """Runs a command; a UserError from anywhere below becomes its message, exit status 1."""
+
+  def invoke(self, ctx):
+    try:
+      return super().invoke(ctx)
+    except errors.UserError as e:
+      raise click.ClickException(str(e)) from None
 
 
 def _quiet_imports() -> None:
@@ -30,7 +47,7 @@ def _quiet_imports() -> None:
 def _log_to_file(output_dir: str) -> str:
   """Sends absl/TFX/Beam logging to a file so the console keeps to progress and results."""
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-  log_dir = os.path.join(os.path.abspath(output_dir), 'logs')
+  log_dir = os.path.join(os.path.abspath(output_dir), names.LOGS_DIR)
   os.makedirs(log_dir, exist_ok=True)
   path = os.path.join(log_dir, time.strftime('run-%Y%m%d-%H%M%S.log'))
   handler = logging.FileHandler(path, encoding='utf-8')
@@ -53,7 +70,7 @@ def _log_to_file(output_dir: str) -> str:
   return path
 
 
-@click.group(context_settings={'help_option_names': ['-h', '--help']})
+@click.group(cls=_Commands, context_settings={'help_option_names': ['-h', '--help']})
 def main() -> None:
   """Train, gate and ship a real-vs-generated image detector with TFX."""
   _quiet_imports()
@@ -72,8 +89,8 @@ def demo_data(out_dir: str, per_class: int, seed: int, no_broken: bool) -> None:
   try:
     result = demo.generate(out_dir, per_class=per_class, seed=seed, broken=not no_broken,
                            progress=True)
-  except (ValueError, OSError) as e:
-    raise UserError(str(e)) from None
+  except OSError as e:  # a folder the user named cannot be written
+    raise UserError(f'Cannot write the demo set into {out_dir}: {e.strerror or e}') from None
   click.echo(f"Wrote {result['real']} real and {result['fake']} fake images"
              f"{' and ' + str(len(result['broken'])) + ' broken files' if result['broken'] else ''}"
              f' to {os.path.abspath(out_dir)}')
@@ -89,10 +106,7 @@ def _build_config(data: str, output: str, settings, no_cache: bool, tune: bool,
     settings.append(f'runner.profile={runner_profile}')
   if workers is not None:
     settings.append(f'runner.workers={workers}')
-  try:
-    config = config.with_overrides(settings)
-  except config_lib.ConfigError as e:
-    raise UserError(str(e)) from None
+  config = config.with_overrides(settings)
   problem = config_lib.validate(config)
   if problem:
     raise UserError(problem)
@@ -123,7 +137,8 @@ def _pipeline_options(command):
               help=f'Folder of labelled images (or a gs:// URI). Default: the demo set in '
               f'./{DEFAULT_DEMO_DIR}, generated when missing.')
 @click.option('--output', default='outputs', show_default=True, type=click.Path(file_okay=False),
-              help='Where the run keeps metadata, artifacts, logs, summary.json and serving_model/.')
+              help='Where the run keeps metadata, artifacts, logs, summary.json and '
+              'serving_model/.')
 @_pipeline_options
 def run(data, output, settings, runner_profile, workers, tune, no_cache) -> None:
   """Run the whole pipeline: ingest, validate, transform, train, evaluate, push."""
@@ -158,9 +173,11 @@ def run(data, output, settings, runner_profile, workers, tune, no_cache) -> None
     from fakedetect import registry  # pylint: disable=g-import-not-at-top
     result['models_config'] = registry.write_config(serving_root)
   click.echo(summary_lib.render(result))
-  if result['pushed_model']:
-    from fakedetect import model_card  # pylint: disable=g-import-not-at-top
-    click.echo(f'model card: {model_card.write_for_run(config, summary=result)}')
+  if result['pushed_model']:  # the pipeline's ModelCardGenerator wrote the card beside it
+    from fakedetect.components import model_card  # pylint: disable=g-import-not-at-top
+    card = model_card.card_path(result['pushed_model'])
+    click.echo('model card: ' + (card or f'none beside the model (see the '
+                                         f'{names.MODEL_CARD_GENERATOR} step in {log_path})'))
   click.echo(f'summary: {config.summary_path}')
 
 
@@ -193,10 +210,7 @@ def compile_command(target, output, pipeline_root, data, image, settings, runner
                          no_cache, tune, runner_profile, workers)
   with _output_to(os.devnull):  # TensorFlow's and TFX's import and compile chatter
     from fakedetect.pipeline import runner  # pylint: disable=g-import-not-at-top
-    try:
-      path = runner.compile_kubeflow_v2(config, output, image)
-    except runner.CompileError as e:
-      raise UserError(str(e)) from None
+    path = runner.compile_kubeflow_v2(config, output, image)
   click.echo(f'Wrote {path}: pipeline {config.name!r}, image {image}, pipeline root '
              f'{config.pipeline_root}, data {config.data.data_dir}, Beam '
              f'{config_lib.describe_runner(config.runner)}.')
@@ -230,10 +244,7 @@ def _output_to(path: str):
 def _check_layout(data_dir: str) -> None:
   """Fails fast, before TFX starts, on a folder whose layout cannot be read."""
   from fakedetect.components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
-  try:
-    layouts.detect(data_dir)
-  except ValueError as e:
-    raise UserError(str(e)) from None
+  layouts.detect(data_dir)
 
 
 def _root_message(error: BaseException) -> str:
@@ -252,14 +263,11 @@ _MODEL_HELP = ('A pushed model: a version folder, a model folder, a serving root
 
 def _find_model(model) -> str:
   from fakedetect import registry  # pylint: disable=g-import-not-at-top
-  try:
-    return registry.find_model(model)
-  except registry.ModelsError as e:
-    raise UserError(str(e)) from None
+  return registry.find_model(model)
 
 
 def _serving_root(output: str) -> str:
-  root = os.path.join(output, 'serving_model')
+  root = os.path.join(output, names.SERVING_DIR)
   return root if os.path.isdir(root) else output
 
 
@@ -276,10 +284,7 @@ def models() -> None:
 def models_list(output, name, as_json) -> None:
   """Pushed versions, newest first: when, threshold, metrics, the run that blessed it."""
   from fakedetect import registry as models_lib  # pylint: disable=g-import-not-at-top
-  try:
-    rows = models_lib.describe(_serving_root(output), name)
-  except models_lib.ModelsError as e:
-    raise UserError(str(e)) from None
+  rows = models_lib.describe(_serving_root(output), name)
   click.echo(json.dumps(rows, indent=2) if as_json else models_lib.render_rows(rows))
 
 
@@ -290,10 +295,7 @@ def models_list(output, name, as_json) -> None:
 def models_rollback(version, output, name) -> None:
   """Pin VERSION in models.config: TF Serving serves it instead of the latest."""
   from fakedetect import registry as models_lib  # pylint: disable=g-import-not-at-top
-  try:
-    path = models_lib.rollback(_serving_root(output), version, name)
-  except models_lib.ModelsError as e:
-    raise UserError(str(e)) from None
+  path = models_lib.rollback(_serving_root(output), version, name)
   click.echo(f'Pinned version {version} in {path}; a server started with --model_config_file '
              '(and --model_config_file_poll_wait_seconds) switches to it. '
              '`fakedetect models unpin` serves the latest again.')
@@ -305,10 +307,7 @@ def models_rollback(version, output, name) -> None:
 def models_unpin(output, name) -> None:
   """Remove the pin: TF Serving serves the latest version again."""
   from fakedetect import registry as models_lib  # pylint: disable=g-import-not-at-top
-  try:
-    path = models_lib.unpin(_serving_root(output), name)
-  except models_lib.ModelsError as e:
-    raise UserError(str(e)) from None
+  path = models_lib.unpin(_serving_root(output), name)
   click.echo(f'Unpinned in {path}: the latest version is served.')
 
 
@@ -320,10 +319,7 @@ def models_unpin(output, name) -> None:
 def models_config(output, base_path) -> None:
   """Regenerate models.config from the versions on disk (pins are kept)."""
   from fakedetect import registry as models_lib  # pylint: disable=g-import-not-at-top
-  try:
-    path = models_lib.write_config(_serving_root(output), base_path=base_path)
-  except models_lib.ModelsError as e:
-    raise UserError(str(e)) from None
+  path = models_lib.write_config(_serving_root(output), base_path=base_path)
   click.echo(path)
 
 
@@ -347,14 +343,15 @@ def predict(paths, model, output, fmt, batch_size, uncertain_band, max_bytes, ma
   """Score images (files, folders, globs) with a pushed model: path, fake_probability, label,
   uncertain, error (one row per file; files that cannot be scored say why)."""
   from fakedetect import predict as predict_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import scoring  # pylint: disable=g-import-not-at-top
   model_dir = _find_model(model)
-  limits = predict_lib.Limits(max_bytes or predict_lib.DEFAULT_MAX_BYTES,
-                              max_pixels or predict_lib.DEFAULT_MAX_PIXELS)
+  defaults = image_checks.Limits()
+  limits = image_checks.Limits(max_bytes or defaults.max_bytes, max_pixels or defaults.max_pixels)
   targets = predict_lib.expand_paths(paths)
-  predictor = predict_lib.Predictor(model_dir)
-  click.echo(f'Model {model_dir} (threshold {predictor.threshold:.4f}); {len(targets)} files.',
+  scorer = scoring.Scorer(model_dir)
+  click.echo(f'Model {model_dir} (threshold {scorer.threshold:.4f}); {len(targets)} files.',
              err=True)
-  rows = predict_lib.predict(predictor, targets, batch_size, uncertain_band, limits,
+  rows = predict_lib.predict(scorer, targets, batch_size, uncertain_band, limits,
                              progress=not no_progress)
   with click.open_file(output, 'w', encoding='utf-8') as out:
     counts = predict_lib.write_rows(rows, out, fmt)
@@ -384,16 +381,13 @@ def evaluate(data, model, split, perturbations, json_path, predictions_path, bat
   """Score a pushed model on a labelled folder it never saw (any layout `run` reads), through
   serving_default on the raw files: accuracy, precision, recall, F1 and AUC, per source too."""
   from fakedetect import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
-  from fakedetect import predict as predict_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import scoring  # pylint: disable=g-import-not-at-top
   model_dir = _find_model(model)
-  try:
-    labelled = evaluate_lib.read_labelled(data, split)
-  except evaluate_lib.EvaluateError as e:
-    raise UserError(str(e)) from None
-  predictor = predict_lib.Predictor(model_dir)
-  click.echo(f'Model {model_dir} (threshold {predictor.threshold:.4f}); {len(labelled.rows)} '
+  labelled = evaluate_lib.read_labelled(data, split)
+  scorer = scoring.Scorer(model_dir)
+  click.echo(f'Model {model_dir} (threshold {scorer.threshold:.4f}); {len(labelled.rows)} '
              f'images of {data}{f" (split {split})" if split else ""}.', err=True)
-  result = evaluate_lib.evaluate(predictor, labelled, perturbations, batch_size, progress=True,
+  result = evaluate_lib.evaluate(scorer, labelled, perturbations, batch_size, progress=True,
                                  keep_per_file=bool(predictions_path))
   click.echo(evaluate_lib.format_result(result))
   if predictions_path:
@@ -417,12 +411,11 @@ def explain(image, model, output, target, alpha) -> None:
   """Grad-CAM heatmap (last convolution) over IMAGE, written as a PNG."""
   from fakedetect import explain as explain_lib  # pylint: disable=g-import-not-at-top
   model_dir = _find_model(model)
-  with open(image, 'rb') as f:
-    data = f.read()
-  try:
-    result = explain_lib.explain(model_dir, data, target)
-  except explain_lib.ExplainError as e:
-    raise UserError(str(e)) from None
+  try:  # refused before it is read if it is too large; explain() checks the rest
+    data = image_checks.read_file(image, image_checks.Limits().max_bytes)
+  except image_checks.ImageRejected as rejected:
+    raise UserError(f'Cannot explain this file: {rejected}.') from None
+  result = explain_lib.explain(model_dir, data, target)
   path = explain_lib.write_overlay(data, result, output or explain_lib.default_output(image),
                                    alpha)
   click.echo(f'{image}: fake_probability {result.fake_probability:.4f} -> {result.label}; '
@@ -441,10 +434,7 @@ def inspect_command(run, report_dir) -> None:
   os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'  # TFMA's loaders are chatty; the table is the output
   logging.getLogger('tensorflow').setLevel(logging.ERROR)
   from fakedetect import report as inspect_lib  # pylint: disable=g-import-not-at-top
-  try:
-    _, text, report = inspect_lib.inspect(run, report_dir)
-  except inspect_lib.InspectError as e:
-    raise UserError(str(e)) from None
+  _, text, report = inspect_lib.inspect(run, report_dir)
   click.echo(text)
   click.echo(f'report: {report}')
 
