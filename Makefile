@@ -1,5 +1,5 @@
-# Two commands from a fresh clone: `make run` and `make test`. Both create .venv (Python 3.10)
-# and install the pinned stack with uv the first time, and reuse it afterwards.
+# Two commands from a fresh clone: `make run` and `make test` (`make test-fast` runs no pipeline).
+# Both create .venv (Python 3.10) and install the pinned stack with uv the first time, and reuse it afterwards.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,14 +8,22 @@ DATA ?= demo_data
 OUTPUT ?= outputs
 ARGS ?=
 
-.PHONY: run test venv demo-data lock clean
+.PHONY: run test test-fast lint venv demo-data lock clean
 
 run: $(STAMP)
 	@[ -d $(DATA) ] || $(VENV)/bin/fakedetect demo-data $(DATA)
 	$(VENV)/bin/fakedetect run --data $(DATA) --output $(OUTPUT) $(ARGS)
 
-test: $(STAMP)
+# The whole suite (CI): lint, then every test, real pipelines included.
+test: lint
 	$(PY) -m pytest -q tests $(ARGS)
+
+# The fast tier: no pipeline runs (tests marked `pipeline`), under two minutes.
+test-fast: lint
+	$(PY) -m pytest -q tests -m 'not pipeline' $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 demo-data: $(STAMP)
 	$(VENV)/bin/fakedetect demo-data $(DATA)

@@ -189,7 +189,8 @@ def main() -> None:
   print('\n== same model, plain Keras script (image_dataset_from_directory + fit) ==')
   print(f"val accuracy {plain['val_accuracy']:.4f}, val AUC {plain['val_auc']:.4f}, "
         f"fit {plain['fit_seconds']:.0f} s, total {plain['wall_seconds']:.0f} s")
-  print(f"\npipeline / plain script wall time: {summary['wall_seconds'] / plain['wall_seconds']:.2f}x")
+  ratio = summary['wall_seconds'] / plain['wall_seconds']
+  print(f'\npipeline / plain script wall time: {ratio:.2f}x')
 
 
 if __name__ == '__main__':

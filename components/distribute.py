@@ -73,7 +73,6 @@ def strategy(name: str):
   """
   if name not in STRATEGIES:
     raise StrategyError(f'Unknown train.strategy {name!r}; one of {", ".join(STRATEGIES)}.')
-  import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   result = _multi_worker() if name == 'multi-worker' else None  # before anything starts TF
   gpus = tf.config.list_physical_devices('GPU')

@@ -137,7 +137,8 @@ def export(model, tf_transform_output: tft.TFTransformOutput, export_dir: str, t
       METADATA_SIGNATURE: module.metadata.get_concrete_function(),
   }
   tf.saved_model.save(module, export_dir, signatures=signatures)
-  # tf.saved_model.load gives the classifier's variables but not callable layers; explain needs them.
+  # tf.saved_model.load gives the classifier's variables but not callable layers; explain needs
+  # them.
   tf.io.gfile.makedirs(os.path.join(export_dir, os.path.dirname(KERAS_FILE)))
   model.save(os.path.join(export_dir, KERAS_FILE))
   metadata = dict(extra_metadata, threshold=float(threshold), image_size=int(image_size),

@@ -55,7 +55,8 @@ def _rescale(data: bytes) -> bytes:
   from PIL import Image  # pylint: disable=g-import-not-at-top
   image = Image.fromarray(decode_rgb(data))
   width, height = image.size
-  small = image.resize((max(1, round(width * RESCALE_FACTOR)), max(1, round(height * RESCALE_FACTOR))),
+  small = image.resize((max(1, round(width * RESCALE_FACTOR)),
+                       max(1, round(height * RESCALE_FACTOR))),
                        Image.BILINEAR)
   return _encode(np.asarray(small.resize((width, height), Image.BILINEAR)), 'PNG')
 

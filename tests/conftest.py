@@ -1,4 +1,9 @@
-"""Shared test fixtures: real encoded images and a real Transform output built with TFT."""
+"""Shared test fixtures: real encoded images, a real Transform output built with TFT, two pushed
+models exported from it, and the demo pipeline runs.
+
+Tiers: tests that run a real pipeline carry the `pipeline` marker (every test that uses `runs`
+gets it here); `make test-fast` leaves them out, `make test` runs everything.
+"""
 
 import io
 import os
@@ -51,3 +56,26 @@ def transform_output_dir(tmp_path_factory):
   # The Transform component also records the raw schema; serving reads it from there.
   metadata_io.write_metadata(metadata, os.path.join(output_dir, 'metadata'))
   return output_dir, transformed
+
+
+@pytest.fixture(scope='session')
+def pushed(transform_output_dir, tmp_path_factory):
+  """Two versions of one tiny real CNN, exported and pushed in TF Serving's layout
+  (tests/serving_helpers.py)."""
+  from tests import serving_helpers  # pylint: disable=g-import-not-at-top
+  return serving_helpers.pushed_models(tmp_path_factory.mktemp('pushed'), transform_output_dir)
+
+
+@pytest.fixture(scope='session')
+def runs(tmp_path_factory):
+  """The demo runs of tests/demo_runs.py (good, worse_than_baseline, below_bars), each run once
+  per session on one output folder."""
+  from tests import demo_runs  # pylint: disable=g-import-not-at-top
+  root = demo_runs.workspace(tmp_path_factory)
+  return {name: demo_runs.run(root, name) for name in demo_runs.ORDER}
+
+
+def pytest_collection_modifyitems(items):
+  for item in items:
+    if 'runs' in getattr(item, 'fixturenames', ()):
+      item.add_marker(pytest.mark.pipeline)

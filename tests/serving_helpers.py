@@ -16,7 +16,6 @@ HPARAMS = {'learning_rate': 3e-3, 'width': 4, 'depth': 2, 'dropout': 0.1, 'flip'
            'rotation': 0.0, 'color_jitter': 0.0, 'jpeg_fraction': 0.0, 'blur_fraction': 0.0}
 # Two pushes: (version, threshold). The newer one is served unless a pin says otherwise.
 VERSIONS = ((1700000000, 0.37), (1700000100, 0.63))
-_CACHE = {}
 
 
 def push(export_dir: str, model_dir: str, version: int) -> str:
@@ -43,21 +42,19 @@ def export(classifier, transform_dir: str, export_dir: str, threshold: float) ->
   return export_dir
 
 
-def pushed_models(tmp_path_factory, transform_output_dir):
-  """{'root': serving root, 'model_dir', 'versions': {version: path}, 'classifier'}; cached."""
-  if 'root' not in _CACHE:
-    base = tmp_path_factory.mktemp('pushed')
-    classifier = build_classifier()
-    root = str(base / 'output' / 'serving_model')
-    model_dir = os.path.join(root, MODEL_NAME)
-    paths = {}
-    for version, threshold in VERSIONS:
-      staging = export(classifier, transform_output_dir[0], str(base / f'export-{version}'),
-                       threshold)
-      paths[version] = push(staging, model_dir, version)
-    _CACHE.update(root=root, model_dir=model_dir, versions=paths, classifier=classifier,
-                  output=str(base / 'output'))
-  return dict(_CACHE)
+def pushed_models(base, transform_output_dir):
+  """{'root': serving root, 'model_dir', 'versions': {version: path}, 'classifier', 'output'}:
+  the `pushed` fixture of conftest.py, built once per session under `base`."""
+  classifier = build_classifier()
+  root = str(base / 'output' / 'serving_model')
+  model_dir = os.path.join(root, MODEL_NAME)
+  paths = {}
+  for version, threshold in VERSIONS:
+    staging = export(classifier, transform_output_dir[0], str(base / f'export-{version}'),
+                     threshold)
+    paths[version] = push(staging, model_dir, version)
+  return {'root': root, 'model_dir': model_dir, 'versions': paths, 'classifier': classifier,
+          'output': str(base / 'output')}
 
 
 def sample_images():

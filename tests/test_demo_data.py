@@ -38,7 +38,7 @@ def _images(files, summary):
   """(relative path, PIL format, width, height, grey mean in [0, 1]) of the non-broken files."""
   broken = set(summary['broken'])
   rows = []
-  for rel, data in sorted(files.items()):
+  for rel in sorted(files):
     if rel in broken:
       continue
     with Image.open(os.path.join(summary['out_dir'], rel)) as im:

@@ -1,4 +1,4 @@
-"""train.strategy: what a CPU can show of each tf.distribute strategy, and the errors a user sees."""
+"""train.strategy: what a CPU shows of each tf.distribute strategy, and the errors a user sees."""
 
 import json
 import os

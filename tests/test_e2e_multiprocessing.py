@@ -16,7 +16,7 @@ import pytest
 
 from tests import demo_runs
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.pipeline]
 
 FAKEDETECT = [sys.executable, '-m', 'fakedetect']
 PER_CLASS = 60  # the smallest set whose splits hold both classes; the runner is under test

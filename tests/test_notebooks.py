@@ -6,6 +6,8 @@ import pytest
 
 from tests import demo_runs
 
+pytestmark = pytest.mark.pipeline  # against a real demo run
+
 NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'notebooks')
 
 

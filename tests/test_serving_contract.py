@@ -26,11 +26,6 @@ SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli
 
 
 @pytest.fixture(scope='module')
-def pushed(transform_output_dir, tmp_path_factory):
-  return helpers.pushed_models(tmp_path_factory, transform_output_dir)
-
-
-@pytest.fixture(scope='module')
 def loaded(pushed):
   import tensorflow as tf
   return tf.saved_model.load(pushed['versions'][NEW])
