@@ -20,6 +20,8 @@ import sys
 import tarfile
 import time
 
+from fakedetect.pipeline import names
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WALL_FILE = 'benchmark_wall.json'
 DEFAULT_ARCHIVE = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'cifake-train.tar.gz')
@@ -66,7 +68,7 @@ def run_pipeline(data: str, output: str, settings) -> dict:
   print('$', ' '.join(command), flush=True)
   started = time.monotonic()
   subprocess.run(command, check=True, cwd=REPO)
-  summary = json.load(open(os.path.join(output, 'summary.json')))
+  summary = json.load(open(os.path.join(output, names.SUMMARY_FILE)))
   summary['wall_seconds'] = time.monotonic() - started
   with open(os.path.join(output, WALL_FILE), 'w') as f:
     json.dump({'wall_seconds': summary['wall_seconds'], 'settings': list(settings)}, f)
@@ -78,7 +80,7 @@ def reuse_run(output: str, settings) -> dict:
   try:
     with open(os.path.join(output, WALL_FILE)) as f:
       wall = json.load(f)
-    with open(os.path.join(output, 'summary.json')) as f:
+    with open(os.path.join(output, names.SUMMARY_FILE)) as f:
       summary = json.load(f)
   except OSError:
     return None

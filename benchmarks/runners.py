@@ -22,10 +22,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cifake  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-BEAM_COMPONENTS = ('ImageExampleGen', 'StatisticsGen', 'Transform', 'Evaluator')
+from fakedetect.pipeline import config as config_lib
+from fakedetect.pipeline import names
+
 # The DAG's order; the components left out take well under a second and are summed as "other".
-SHOWN = ('ImageExampleGen', 'StatisticsGen', 'Transform', 'Tuner', 'Trainer', 'Evaluator',
-         'RobustnessGate')
+SHOWN = (names.IMAGE_EXAMPLE_GEN, names.STATISTICS_GEN, names.TRANSFORM, names.TUNER,
+         names.TRAINER, names.EVALUATOR, names.ROBUSTNESS_GATE)
 
 
 def _children_cpu() -> float:
@@ -58,7 +60,7 @@ def table(runs: dict, names) -> str:
 
   for component in SHOWN:
     if component in runs[first]['components']:
-      label = f'**{component}**' if component in BEAM_COMPONENTS else component
+      label = f'**{component}**' if component in config_lib.BEAM_COMPONENTS else component
       lines.append(row(label, [seconds(n, component) for n in names]))
   others = [c for c in runs[first]['components'] if c not in SHOWN]
   lines.append(row('other components', [sum(seconds(n, c) for c in others) for n in names]))

@@ -18,7 +18,6 @@ from fakedetect.components import errors
 from fakedetect.components import features
 from fakedetect.components import image_checks
 
-KERAS_COPY = os.path.join('assets.extra', 'model.keras')
 TARGETS = ('predicted', 'fake', 'real')
 _MIN_SIDE = 256  # small images are drawn larger so the heatmap is visible
 _AGREEMENT = 1e-3  # the rebuilt classifier must match serving_default this closely
@@ -43,12 +42,12 @@ def load_classifier(version_dir: str):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from fakedetect.components import model as model_lib  # pylint: disable=g-import-not-at-top
   from fakedetect.components import export  # pylint: disable=g-import-not-at-top
-  keras_copy = os.path.join(version_dir, KERAS_COPY)
+  keras_copy = os.path.join(version_dir, export.KERAS_FILE)
   if os.path.isfile(keras_copy):
     return keras.saving.load_model(keras_copy, compile=False)
   metadata = export.read_metadata(version_dir)
   if not metadata.get('hyperparameters'):
-    raise ExplainError(f'{version_dir} has neither {KERAS_COPY} nor hyperparameters in '
+    raise ExplainError(f'{version_dir} has neither {export.KERAS_FILE} nor hyperparameters in '
                        f'{export.METADATA_FILE}: its classifier cannot be rebuilt.')
   model = model_lib.build_from_hparams(int(metadata['image_size']), metadata['hyperparameters'])
   checkpoint = tf.train.Checkpoint(model=model)

@@ -132,7 +132,7 @@ RUNNER_PROFILES = ('in-memory', 'multi-processing', 'dataflow', 'flink', 'spark'
 ENVIRONMENT_TYPES = ('DOCKER', 'PROCESS', 'EXTERNAL', 'LOOPBACK')
 # The components that run Beam; the others (Trainer, RobustnessGate, Pusher, ...) run in the
 # orchestrating process whatever the profile.
-BEAM_COMPONENTS = ('ImageExampleGen', 'StatisticsGen', 'Transform', 'Evaluator')
+BEAM_COMPONENTS = (names.IMAGE_EXAMPLE_GEN, names.STATISTICS_GEN, names.TRANSFORM, names.EVALUATOR)
 # Ships this project (components.*, pipeline.*) to Beam workers outside this venv, the way Beam
 # packages a multi-file pipeline; TFX's own user-module wheel holds only the module's folder.
 SETUP_FILE = os.path.join(REPO_DIR, 'setup.py')
@@ -168,7 +168,7 @@ class RunnerConfig:
   # processes (each imports TF) costs about what halving their work saves, even on all of CIFAKE
   # (benchmarks/runners.py); [] multi-processes every Beam component.
   in_memory_components: List[str] = dataclasses.field(
-      default_factory=lambda: ['StatisticsGen', 'Evaluator'])
+      default_factory=lambda: [names.STATISTICS_GEN, names.EVALUATOR])
   # Where artifacts go; '' = <output>/tfx. Remote workers need one they can reach (gs://...).
   pipeline_root: str = ''
   extra_args: List[str] = dataclasses.field(default_factory=list)  # more Beam flags, last wins

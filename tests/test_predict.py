@@ -206,11 +206,12 @@ def test_explain_rebuilds_the_classifier_from_the_push_and_matches_serving(pushe
 
 
 def test_explain_prefers_a_keras_copy_in_assets_extra(pushed, transform_output_dir, tmp_path):
-  """An export that also saves `assets.extra/model.keras` (the proposed serve.py change)."""
+  """An export that also saves `assets.extra/model.keras` (export.KERAS_FILE)."""
   from fakedetect import explain
+  from fakedetect.components import export
   classifier = helpers.build_classifier(seed=3)
   export_dir = helpers.export(classifier, transform_output_dir[0], str(tmp_path / 'm'), 0.5)
-  classifier.save(os.path.join(export_dir, explain.KERAS_COPY))
+  classifier.save(os.path.join(export_dir, export.KERAS_FILE))
   with open(os.path.join(export_dir, 'assets.extra', 'fakedetect.json'), 'w') as f:  # no hparams
     json.dump({'threshold': 0.5, 'image_size': helpers.IMAGE_SIZE}, f)
   result = explain.explain(export_dir, helpers.sample_images()[1])
