@@ -33,9 +33,9 @@ def test_inspect_latest_run_prints_table_verdict_and_writes_plots_and_report(run
 
 
 def test_inspect_a_given_evaluation_finds_its_own_verdict_and_robustness(runs, tmp_path):
-  from fakedetect import report as inspect_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect import report as report_lib  # pylint: disable=g-import-not-at-top
   good = runs['good']['summary']
-  inspection, text, report = inspect_lib.inspect(good['evaluation'], str(tmp_path / 'r'))
+  inspection, text, report = report_lib.inspect(good['evaluation'], str(tmp_path / 'r'))
   assert inspection.blessed and inspection.failures == []
   assert inspection.robustness and inspection.robustness['blessed']
   assert inspection.threshold == pytest.approx(good['threshold'])
