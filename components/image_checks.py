@@ -25,7 +25,7 @@ from typing import NamedTuple, Optional
 from PIL import Image
 
 from fakedetect.components import features
-from fakedetect.components.image_example_gen import layouts
+from fakedetect.components.image_example_gen import folders
 
 # Why a file is not used (report.json's quarantine `reason`, and predict's errors).
 REASONS = {
@@ -199,7 +199,7 @@ def read_file(path: str, max_bytes: Optional[int] = None) -> bytes:
   """The file's bytes (a local path or a gs://... URI); ImageRejected('unreadable') on an I/O
   error, ('too_large') before reading a file over max_bytes into memory."""
   try:
-    if layouts.is_remote(path):
+    if folders.is_remote(path):
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
       if max_bytes is not None:
         _refuse_over(tf.io.gfile.stat(path).length, max_bytes)

@@ -21,6 +21,7 @@ from fakedetect.components import image_checks
 from fakedetect.components import metrics
 from fakedetect.components import perturb
 from fakedetect.components import scoring
+from fakedetect.components.image_example_gen import folders
 from fakedetect.components.image_example_gen import layouts
 
 
@@ -55,13 +56,13 @@ def read_labelled(data_dir: str, split: Optional[str] = None,
       continue  # another split's file
     found += 1
     if problem:
-      skipped.append((rel_path, layouts.problem_reason(problem)[1]))
+      skipped.append((rel_path, folders.problem_reason(problem)[1]))
       continue
     if labelled is None:
       skipped.append((rel_path, f'outside the class folders of the {layout.name} layout'))
       continue
     try:
-      data = image_checks.read_checked(layouts.join(data_dir, rel_path), limits)
+      data = image_checks.read_checked(folders.join(data_dir, rel_path), limits)
     except image_checks.ImageRejected as rejected:
       skipped.append((rel_path, str(rejected)))
       continue

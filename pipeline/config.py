@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 from fakedetect.components import distribute
 from fakedetect.components import errors
 from fakedetect.components import features
-from fakedetect.components.image_example_gen.layouts import is_remote
+from fakedetect.components.image_example_gen.folders import is_remote
 from fakedetect.pipeline import names
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -587,18 +587,18 @@ def test_split_plans():
 
 
 def test_remote_listing_matches_the_local_walk(tmp_path):
-  from fakedetect.components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import folders  # pylint: disable=g-import-not-at-top
   data = _touch_tree(tmp_path, ['real/a.png', 'real/x/y/b.png', 'fake/g/c.png', 'top.txt'])
-  assert sorted(layouts._list_remote(data)) == layouts.list_files(data)  # pylint: disable=protected-access
-  assert [rel for rel, _ in layouts.list_files(data)] == [
+  assert sorted(folders._list_remote(data)) == folders.list_files(data)  # pylint: disable=protected-access
+  assert [rel for rel, _ in folders.list_files(data)] == [
       'fake/g/c.png', 'real/a.png', 'real/x/y/b.png', 'top.txt']
 
 
 def test_folder_link_loops_are_listed_not_followed(tmp_path):
-  from fakedetect.components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
+  from fakedetect.components.image_example_gen import folders  # pylint: disable=g-import-not-at-top
   data = _touch_tree(tmp_path, ['real/a.png', 'fake/b.png'])
   os.symlink('..', tmp_path / 'real' / 'up')
-  entries = dict(layouts.list_files(data))
+  entries = dict(folders.list_files(data))
   assert entries['real/a.png'] is None and entries['fake/b.png'] is None
   assert 'already read' in entries['real/up']
   assert len(entries) == 3

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from fakedetect.components.image_example_gen import folders
 from fakedetect.components.image_example_gen import layouts
 from fakedetect.components.image_example_gen import splits
 from fakedetect.components.image_example_gen.layouts import Labelled
@@ -138,7 +139,7 @@ def test_manifest_rows_are_the_files_found(tmp_path):
   assert entries['imgs/b.png'] is None and entries['missing.png'] is None
   for path, problem in (('d.png', "label 'maybe'"), ('imgs/a.png', 'another label'),
                         ('labels.csv:8', 'without a path')):
-    reason, detail = layouts.problem_reason(entries[path])
+    reason, detail = folders.problem_reason(entries[path])
     assert reason == 'unlabelled' and problem in detail, path
   assert layout.parse('imgs/b.png') == Labelled(FAKE, 'sdxl')
   assert layout.parse('other/c.png') == Labelled(FAKE, 'fake')

@@ -25,7 +25,7 @@ from apache_beam.utils import windowed_value
 
 from fakedetect.components.image_checks import ImageRejected
 from fakedetect.components.image_example_gen import encoding
-from fakedetect.components.image_example_gen import layouts
+from fakedetect.components.image_example_gen import folders
 from fakedetect.components.image_example_gen import profile
 from fakedetect.components.image_example_gen import reading
 from fakedetect.components.image_example_gen import report
@@ -68,7 +68,7 @@ class _IngestChunks(beam.DoFn):
     self._profile = profile.ProfileFn().create_accumulator()
     self._hashes: Dict[str, List[profile.HashRecord]] = {}
 
-  def process(self, chunk: List[layouts.Entry],
+  def process(self, chunk: List[folders.Entry],
               held_out: Optional[Mapping[str, str]] = None) -> Iterator[Any]:
     read = self._reader.read if self._check else self._reader.inspect
     ingested: Dict[str, List] = {}  # per split: (bytes, meta), encoded at once
@@ -136,7 +136,7 @@ def _save_results(_, tallies, duplicates, quarantined, written, path: str) -> No
 
 
 def build_pipeline(pipeline, reader: reading.ImageReader, layout_splits: Tuple[str, ...],
-                   entries: List[layouts.Entry], duplicate_policy: str, num_shards: int,
+                   entries: List[folders.Entry], duplicate_policy: str, num_shards: int,
                    folder: str, check_decodes: bool, announce_path: Optional[str],
                    results_path: str) -> None:
   """The Beam graph: read chunks of files in parallel, write files, save the results.

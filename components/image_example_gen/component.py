@@ -16,7 +16,7 @@ from tfx.types.component_spec import ExecutionParameter
 
 from fakedetect.components import features
 from fakedetect.components.image_example_gen import executor
-from fakedetect.components.image_example_gen import layouts
+from fakedetect.components.image_example_gen import folders
 from fakedetect.components.image_example_gen import splits
 
 
@@ -62,7 +62,7 @@ class Driver(example_gen_driver.Driver):
     del pipeline_info, component_info
     exec_properties[example_gen_utils.SPAN_PROPERTY_NAME] = 0
     exec_properties[example_gen_utils.VERSION_PROPERTY_NAME] = None
-    exec_properties[example_gen_utils.FINGERPRINT_PROPERTY_NAME] = layouts.fingerprint(
+    exec_properties[example_gen_utils.FINGERPRINT_PROPERTY_NAME] = folders.fingerprint(
         exec_properties[executor.DATA_DIR_KEY])
     return exec_properties
 

@@ -12,14 +12,13 @@ import abc
 import copy
 import csv
 import dataclasses
-import io
 import os
 import posixpath
-import stat
 from typing import Dict, List, Optional, Tuple
 
 from fakedetect.components import errors
 from fakedetect.components import features
+from fakedetect.components.image_example_gen import folders
 
 # Class folder names, compared in lower case.
 CLASS_FOLDERS = {name: label for label, name in enumerate(features.LABEL_NAMES)}
@@ -27,24 +26,6 @@ CLASS_FOLDERS = {name: label for label, name in enumerate(features.LABEL_NAMES)}
 SPLIT_FOLDERS = {'train': 'train', 'val': 'eval', 'valid': 'eval', 'validation': 'eval',
                  'test': 'test'}
 _SPLIT_ORDER = ('train', 'eval', 'test')
-
-# Files that are never data: listed in the report (quarantined as not_image), never read.
-_SYSTEM_FILES = frozenset({'.ds_store', 'thumbs.db', 'desktop.ini'})
-_SYSTEM_FOLDERS = frozenset({'__macosx'})
-
-# (path relative to data_dir, why it cannot be read or None): a folder the walk could not enter
-# is listed too, so that nothing found disappears without a trace. A problem is quarantined as
-# `unreadable`, or as `unlabelled` when it starts with UNLABELLED (a bad manifest row).
-Entry = Tuple[str, Optional[str]]
-UNLABELLED = 'unlabelled: '
-
-
-def problem_reason(problem: str) -> Tuple[str, str]:
-  """(quarantine reason, detail) of an Entry's problem."""
-  if problem.startswith(UNLABELLED):
-    return 'unlabelled', problem[len(UNLABELLED):]
-  return 'unreadable', problem
-
 
 @dataclasses.dataclass(frozen=True)
 class Labelled:
@@ -78,9 +59,9 @@ class Layout(abc.ABC):
     bound.splits = splits
     return bound
 
-  def list_files(self, data_dir: str) -> List[Entry]:
+  def list_files(self, data_dir: str) -> List[folders.Entry]:
     """Every file to account for. The manifest layout lists its rows instead of walking."""
-    return list_files(data_dir)
+    return folders.list_files(data_dir)
 
 
 def _splits_present(names) -> Tuple[str, ...]:
@@ -104,7 +85,7 @@ class PlainLayout(Layout):
                  'the source (fake/<generator>/...); split by content hash')
 
   def matches(self, data_dir: str) -> bool:
-    return set(CLASS_FOLDERS) <= set(_subfolders(data_dir))
+    return set(CLASS_FOLDERS) <= set(folders.subfolders(data_dir))
 
   def parse(self, rel_path: str) -> Optional[Labelled]:
     parts = rel_path.split('/')
@@ -118,7 +99,7 @@ class _TopSplitsLayout(Layout):
   """A layout whose top folders are its splits (train, val|valid, test): it has those present."""
 
   def bind(self, data_dir: str) -> Layout:
-    return self._with_splits(_splits_present(_subfolders(data_dir)))
+    return self._with_splits(_splits_present(folders.subfolders(data_dir)))
 
 
 class SplitClassLayout(_TopSplitsLayout):
@@ -132,11 +113,12 @@ class SplitClassLayout(_TopSplitsLayout):
   _with_eval = False
 
   def matches(self, data_dir: str) -> bool:
-    top = _subfolders(data_dir)
+    top = folders.subfolders(data_dir)
     present = [name for name in top if name in SPLIT_FOLDERS]
     if not present or any(SPLIT_FOLDERS[n] == 'eval' for n in present) != self._with_eval:
       return False
-    return all(set(CLASS_FOLDERS) <= set(_subfolders(join(data_dir, top[n]))) for n in present)
+    return all(set(CLASS_FOLDERS) <= set(folders.subfolders(folders.join(data_dir, top[n])))
+               for n in present)
 
   def parse(self, rel_path: str) -> Optional[Labelled]:
     parts = rel_path.split('/')
@@ -184,10 +166,10 @@ class ForenSynthsLayout(_TopSplitsLayout):
   splits = ('train', 'eval', 'test')
 
   def matches(self, data_dir: str) -> bool:
-    top = _subfolders(data_dir)
+    top = folders.subfolders(data_dir)
     present = [top[n] for n in top if n in SPLIT_FOLDERS]
     return bool(present) and all(
-        _has_class_folder(join(data_dir, folder), _FORENSYNTHS_CLASSES, depth=3)
+        _has_class_folder(folders.join(data_dir, folder), _FORENSYNTHS_CLASSES, depth=3)
         for folder in present)
 
   def parse(self, rel_path: str) -> Optional[Labelled]:
@@ -220,18 +202,18 @@ class GenImageLayout(Layout):
   splits = ('train', 'eval')
 
   def matches(self, data_dir: str) -> bool:
-    top = _subfolders(data_dir)
+    top = folders.subfolders(data_dir)
     if not top or any(n in SPLIT_FOLDERS or n in CLASS_FOLDERS for n in top):
       return False
-    return any(self._split_roots(join(data_dir, folder)) for folder in top.values())
+    return any(self._split_roots(folders.join(data_dir, folder)) for folder in top.values())
 
   def _split_roots(self, generator_dir: str) -> List[str]:
     """Split folders holding ai/ or nature/, directly in generator_dir or one level down."""
     found = []
-    for level in (generator_dir, *[join(generator_dir, f)
-                                   for f in _subfolders(generator_dir).values()]):
-      for name, actual in _subfolders(level).items():
-        if name in SPLIT_FOLDERS and set(_subfolders(join(level, actual))) & set(
+    for level in (generator_dir, *[folders.join(generator_dir, f)
+                                   for f in folders.subfolders(generator_dir).values()]):
+      for name, actual in folders.subfolders(level).items():
+        if name in SPLIT_FOLDERS and set(folders.subfolders(folders.join(level, actual))) & set(
             _GENIMAGE_CLASSES):
           found.append(name)
       if found:
@@ -239,8 +221,8 @@ class GenImageLayout(Layout):
     return found
 
   def bind(self, data_dir: str) -> Layout:
-    names = [n for folder in _subfolders(data_dir).values()
-             for n in self._split_roots(join(data_dir, folder))]
+    names = [n for folder in folders.subfolders(data_dir).values()
+             for n in self._split_roots(folders.join(data_dir, folder))]
     return self._with_splits(_splits_present(names))
 
   def parse(self, rel_path: str) -> Optional[Labelled]:
@@ -281,17 +263,18 @@ class ManifestLayout(Layout):
 
   def _candidates(self, data_dir: str) -> List[str]:
     try:
-      names = sorted(_listdir(data_dir))
+      names = sorted(folders.listdir(data_dir))
     except OSError:
       return []
-    return [n for n in names if n.lower().endswith('.csv') and not _isdir(join(data_dir, n))
-            and {'path', 'label'} <= set(_csv_header(join(data_dir, n)))]
+    return [n for n in names if n.lower().endswith('.csv')
+            and not folders.isdir(folders.join(data_dir, n))
+            and {'path', 'label'} <= set(_csv_header(folders.join(data_dir, n)))]
 
   def bind(self, data_dir: str) -> Layout:
     """Reads the manifest once, in the driver; the workers get {path: label} with the layout."""
     bound = ManifestLayout()
     bound.manifest = self._candidates(data_dir)[0]
-    with _open_text(join(data_dir, bound.manifest)) as f:
+    with folders.open_text(folders.join(data_dir, bound.manifest)) as f:
       for line, row in enumerate(csv.DictReader(f), start=2):
         path = (row.get('path') or '').strip().replace(os.sep, '/')
         path = posixpath.normpath(path) if path else ''
@@ -312,10 +295,10 @@ class ManifestLayout(Layout):
       bound._rows.pop(path, None)
     return bound
 
-  def list_files(self, data_dir: str) -> List[Entry]:
+  def list_files(self, data_dir: str) -> List[folders.Entry]:
     entries = [(path, None) for path in self._rows]
-    entries += [(path, UNLABELLED + problem) for path, problem in self._problems.items()]
-    return sorted(_utf8(rel, problem) for rel, problem in entries)
+    entries += [(path, folders.UNLABELLED + problem) for path, problem in self._problems.items()]
+    return sorted(folders.utf8(rel, problem) for rel, problem in entries)
 
   def parse(self, rel_path: str) -> Optional[Labelled]:
     return self._rows.get(rel_path)
@@ -323,26 +306,18 @@ class ManifestLayout(Layout):
 
 def _csv_header(path: str) -> List[str]:
   try:
-    with _open_text(path) as f:
+    with folders.open_text(path) as f:
       return [name.strip().lower() for name in next(csv.reader(f), [])]
   except (OSError, UnicodeDecodeError, csv.Error):
     return []
 
 
-def _open_text(path: str):
-  if is_remote(path):
-    from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
-    with fileio.open(path, 'rb') as f:
-      return io.StringIO(f.read().decode('utf-8-sig'), newline='')
-  return open(path, newline='', encoding='utf-8-sig')
-
-
 def _has_class_folder(folder: str, classes, depth: int) -> bool:
   """Whether one of classes is a folder within depth levels below folder."""
-  sub = _subfolders(folder)
+  sub = folders.subfolders(folder)
   if set(sub) & set(classes):
     return True
-  return depth > 1 and any(_has_class_folder(join(folder, actual), classes, depth - 1)
+  return depth > 1 and any(_has_class_folder(folders.join(folder, actual), classes, depth - 1)
                            for actual in sub.values())
 
 
@@ -358,7 +333,7 @@ class LayoutError(errors.UserError):
 
 def detect(data_dir: str) -> Layout:
   """The one layout data_dir follows; LayoutError naming what was found and what is understood."""
-  if not _isdir(data_dir):
+  if not folders.isdir(data_dir):
     raise LayoutError(f'data_dir {data_dir!r} is not a folder.')
   found = [layout for layout in LAYOUTS if layout.matches(data_dir)]
   manifests = [layout for layout in found if isinstance(layout, ManifestLayout)]
@@ -373,143 +348,7 @@ def detect(data_dir: str) -> Layout:
         f'({", ".join(match.name for match in found)}); '
         f'keep only one of them at its top level. Layouts understood:\n{understood}')
   raise LayoutError(
-      f'Unrecognised layout in {data_dir}: found {_describe_top(data_dir)}. '
+      f'Unrecognised layout in {data_dir}: found {folders.describe_top(data_dir)}. '
       f'Layouts understood (folder names are case-insensitive):\n{understood}')
 
 
-def is_system_file(rel_path: str) -> bool:
-  """Hidden files/folders and OS droppings (.DS_Store, Thumbs.db, __MACOSX/)."""
-  parts = rel_path.split('/')
-  return (any(p.startswith('.') or p.lower() in _SYSTEM_FOLDERS for p in parts)
-          or parts[-1].lower() in _SYSTEM_FILES)
-
-
-def list_files(data_dir: str) -> List[Entry]:
-  """All files under data_dir, sorted. Local folder links are followed once, never in a loop."""
-  if is_remote(data_dir):
-    return sorted(_list_remote(data_dir))
-  entries: List[Entry] = []
-  visited = set()
-  stack = ['']
-  while stack:
-    rel_dir = stack.pop()
-    folder = os.path.join(data_dir, rel_dir)
-    try:
-      st = os.stat(folder)
-      if (st.st_dev, st.st_ino) in visited:
-        entries.append((rel_dir, 'a folder link to a folder already read (a loop or a second '
-                        'link); not followed'))
-        continue
-      visited.add((st.st_dev, st.st_ino))
-      with os.scandir(folder) as it:
-        children = list(it)
-    except OSError as e:
-      if not rel_dir:
-        raise
-      entries.append((rel_dir, f'folder could not be listed: {e.strerror or e}'))
-      continue
-    for child in children:
-      rel = posixpath.join(rel_dir, child.name) if rel_dir else child.name
-      try:
-        mode = child.stat().st_mode  # follows links
-      except OSError:
-        entries.append((rel, None))  # a looping or dangling link: reading it names the error
-        continue
-      if stat.S_ISDIR(mode):
-        stack.append(rel)
-      elif stat.S_ISREG(mode):
-        entries.append((rel, None))
-      else:  # opening a pipe would block the worker forever
-        entries.append((rel, 'not a regular file (a pipe, socket or device); not read'))
-  return sorted(_utf8(rel, problem) for rel, problem in entries)
-
-
-def _utf8(rel: str, problem: Optional[str]) -> Entry:
-  """Paths travel as UTF-8 (Beam coders, string features): a name that is not is listed, escaped."""
-  try:
-    rel.encode('utf-8')
-    return rel, problem
-  except UnicodeEncodeError:
-    raw = rel.encode('utf-8', 'surrogateescape')
-    return raw.decode('utf-8', 'backslashreplace'), 'the file name is not valid UTF-8; rename it'
-
-
-def fingerprint(data_dir: str) -> str:
-  """Changes when files are added, removed or modified, as TFX's file ExampleGens fingerprint."""
-  total_bytes = xor_checksum = sum_checksum = 0
-  entries = list_files(data_dir)
-  for rel, problem in entries:
-    if problem:
-      continue
-    try:
-      if is_remote(data_dir):
-        from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
-        info = fileio.stat(join(data_dir, rel))
-        size, mtime = info.length, int(info.mtime_nsec // 1_000_000_000)
-      else:
-        info = os.stat(os.path.join(data_dir, rel))
-        size, mtime = info.st_size, int(info.st_mtime)
-    except Exception:  # pylint: disable=broad-except
-      continue  # unreadable files are reported by the executor, not here
-    total_bytes += size
-    xor_checksum ^= mtime
-    sum_checksum += mtime
-  return (f'data_dir:{data_dir},num_files:{len(entries)},total_bytes:{total_bytes},'
-          f'xor_checksum:{xor_checksum},sum_checksum:{sum_checksum}')
-
-
-def is_remote(path: str) -> bool:
-  """A URI (gs://, s3://, ...) rather than a local path."""
-  return '://' in path
-
-
-def join(base: str, rel: str) -> str:
-  """A layout's relative path under its folder, local or remote (gs://, s3://: '/' always)."""
-  return posixpath.join(base, rel) if is_remote(base) else os.path.join(base, rel)
-
-
-def _isdir(path: str) -> bool:
-  if is_remote(path):
-    from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
-    return fileio.isdir(path)
-  return os.path.isdir(path)
-
-
-def _listdir(path: str) -> List[str]:
-  if is_remote(path):
-    from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
-    return [name.rstrip('/') for name in fileio.listdir(path)]
-  return os.listdir(path)
-
-
-def _subfolders(path: str) -> Dict[str, str]:
-  """Lower-cased name -> actual name of the folders directly in path."""
-  try:
-    if not is_remote(path):
-      with os.scandir(path) as it:
-        return {e.name.lower(): e.name for e in it if e.is_dir()}
-    names = _listdir(path)
-  except OSError:
-    return {}
-  return {name.lower(): name for name in names if _isdir(join(path, name))}
-
-
-def _describe_top(data_dir: str, limit: int = 20) -> str:
-  names = sorted(_listdir(data_dir))
-  if not names:
-    return 'an empty folder'
-  shown = [n + '/' if _isdir(join(data_dir, n)) else n for n in names[:limit]]
-  more = f' and {len(names) - limit} more' if len(names) > limit else ''
-  return ', '.join(shown) + more
-
-
-def _list_remote(data_dir: str) -> List[Entry]:
-  """Object stores (gs://, s3://) have no links; TFX's filesystem layer walks them."""
-  from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
-  root = data_dir.rstrip('/') + '/'
-  entries = []
-  for folder, _, files in fileio.walk(data_dir):
-    folder = folder.rstrip('/') + '/'
-    rel_dir = folder[len(root):] if folder.startswith(root) else ''
-    entries.extend((rel_dir + name.rstrip('/'), None) for name in files)
-  return entries

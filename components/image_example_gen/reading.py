@@ -11,6 +11,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 from fakedetect.components import features
 from fakedetect.components import image_checks
 from fakedetect.components.image_checks import ImageRejected
+from fakedetect.components.image_example_gen import folders
 from fakedetect.components.image_example_gen import layouts
 from fakedetect.components.image_example_gen import splits
 
@@ -53,7 +54,7 @@ class ImageReader:
       except RuntimeError:  # TensorFlow already ran an op in this process
         pass
 
-  def read(self, entry: layouts.Entry, held_out: Optional[Mapping[str, str]] = None
+  def read(self, entry: folders.Entry, held_out: Optional[Mapping[str, str]] = None
            ) -> Tuple[str, bytes, Meta]:
     """(split, bytes, meta) of an image TensorFlow decodes, else ImageRejected.
 
@@ -63,19 +64,19 @@ class ImageReader:
     image_checks.check_decodes(data, meta['format'])
     return split, data, meta
 
-  def inspect(self, entry: layouts.Entry, held_out: Optional[Mapping[str, str]] = None
+  def inspect(self, entry: folders.Entry, held_out: Optional[Mapping[str, str]] = None
               ) -> Tuple[str, bytes, Meta]:
     """`read` without the pixel decode, and without TensorFlow."""
     rel_path, problem = entry
     if problem:
-      raise ImageRejected(*layouts.problem_reason(problem))
-    if layouts.is_system_file(rel_path):
+      raise ImageRejected(*folders.problem_reason(problem))
+    if folders.is_system_file(rel_path):
       raise ImageRejected('not_image', 'hidden or system file, not read')
     labelled = self._layout.parse(rel_path)
     if labelled is None:
       raise ImageRejected('unlabelled', f'not inside the class folders of the '
                           f'{self._layout.name} layout, so it has no label')
-    data = image_checks.read_file(layouts.join(self._data_dir, rel_path))
+    data = image_checks.read_file(folders.join(self._data_dir, rel_path))
     header = image_checks.check_header(data, self._max_pixels)
     content_hash = hashlib.sha256(data).hexdigest()
     layout_split = (held_out or {}).get(content_hash, labelled.split)
@@ -86,15 +87,15 @@ class ImageReader:
             'mode': header.mode, 'height': header.height, 'width': header.width}
     return split, data, meta
 
-  def hash_and_split(self, entry: layouts.Entry) -> Iterator[Tuple[str, str]]:
+  def hash_and_split(self, entry: folders.Entry) -> Iterator[Tuple[str, str]]:
     """(content hash, layout split) of a labelled readable file; nothing for the others."""
     rel_path, problem = entry
-    labelled = None if problem or layouts.is_system_file(rel_path) else self._layout.parse(
+    labelled = None if problem or folders.is_system_file(rel_path) else self._layout.parse(
         rel_path)
     if labelled is None or labelled.split is None:
       return
     try:
-      data = image_checks.read_file(layouts.join(self._data_dir, rel_path))
+      data = image_checks.read_file(folders.join(self._data_dir, rel_path))
     except ImageRejected:
       return
     if data:
