@@ -12,3 +12,7 @@ COPY components ./components
 COPY pipeline ./pipeline
 COPY fakedetect ./fakedetect
 RUN uv pip install --system --no-cache --no-deps .
+# Components start as `python -m ...`, which puts the working directory first on sys.path: from
+# /fakedetect, `import fakedetect` would find the source folder fakedetect/ (the tools only)
+# instead of the installed package that maps pipeline/ and components/ into it.
+WORKDIR /

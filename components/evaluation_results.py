@@ -23,11 +23,18 @@ def _slice_name(slice_key) -> str:
   return ', '.join(f'{k}={v.decode() if isinstance(v, bytes) else v}' for k, v in slice_key)
 
 
+def _eval_config(uri: str) -> Dict:
+  """The evaluation's own eval_config.json (local or gs://), {} when it has none."""
+  path = os.path.join(uri, 'eval_config.json')
+  if not tf.io.gfile.exists(path):
+    return {}
+  with tf.io.gfile.GFile(path) as f:
+    return json.loads(f.read()).get('evalConfig', {})
+
+
 def load_candidate_result(uri: str) -> tfma.EvalResult:
   """The TFMA EvalResult (metrics and plots) of the candidate model of an evaluation."""
-  config_path = os.path.join(uri, 'eval_config.json')
-  models = json.loads(tf.io.gfile.GFile(config_path).read()).get('evalConfig', {}).get(
-      'modelSpecs', [{}]) if tf.io.gfile.exists(config_path) else [{}]
+  models = _eval_config(uri).get('modelSpecs') or [{}]
   # With a baseline the evaluation holds two models; the summary is about the candidate.
   name = next((m.get('name') for m in models if not m.get('isBaseline')), None)
   return tfma.load_eval_result(uri, model_name=name if len(models) > 1 else None)
@@ -80,8 +87,7 @@ def _describe_failure(failure) -> str:
 
 def gate_bars(evaluation_uri: str) -> List[str]:
   """The thresholds the Evaluator applied, in words, from the evaluation's own eval_config.json."""
-  with open(os.path.join(evaluation_uri, 'eval_config.json'), encoding='utf-8') as f:
-    config = json.load(f).get('evalConfig', {})
+  config = _eval_config(evaluation_uri)
   bars = []
   for spec in config.get('metricsSpecs', []):
     for metric in spec.get('metrics', []):

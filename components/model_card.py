@@ -26,7 +26,6 @@ import tabulate
 import tensorflow as tf
 from tfx.dsl.component.experimental.annotations import InputArtifact
 from tfx.dsl.component.experimental.annotations import OutputArtifact
-from tfx.dsl.component.experimental.annotations import Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact as artifact_lib
 from tfx.types import standard_artifacts
@@ -47,6 +46,7 @@ _METRICS = ('accuracy', 'precision', 'recall', 'f1', 'auc', 'pr_auc')
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(__file__), 'templates')),
     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+    autoescape=jinja2.select_autoescape(['html.j2'], default_for_string=False),
     keep_trailing_newline=True)
 
 
@@ -68,7 +68,6 @@ class Facts:
   refusals: List[str]  # why the gate refused the model; empty when blessed
   model_uri: str
   pushed_dir: Optional[str] = None  # the version folder the Pusher wrote; None: not pushed
-  pipeline_run: str = ''
 
 
 def wilson_interval(successes: float, n: float, z: float = 1.96):
@@ -87,8 +86,7 @@ def _json(path: str) -> Dict[str, Any]:
 
 
 def read_facts(report_uri: str, evaluation_uri: str, robustness_uri: str, model_uri: str,
-               model_run_uri: str, blessed: bool, pushed_dir: Optional[str] = None,
-               pipeline_run: str = '') -> Facts:
+               model_run_uri: str, blessed: bool, pushed_dir: Optional[str] = None) -> Facts:
   """The facts of a card from the URIs of the run's artifacts (the component's inputs)."""
   # Here, not at the top: train imports Keras and keras-tuner, which building the DAG need not.
   from fakedetect.components import train  # pylint: disable=g-import-not-at-top
@@ -101,7 +99,7 @@ def read_facts(report_uri: str, evaluation_uri: str, robustness_uri: str, model_
       bars=evaluation_results.gate_bars(evaluation_uri), robustness=rob,
       metadata=export.read_metadata(path_utils.serving_model_path(model_uri)),
       history=_json(os.path.join(model_run_uri, train.HISTORY_FILE)), blessed=blessed,
-      refusals=refusals, model_uri=model_uri, pushed_dir=pushed_dir, pipeline_run=pipeline_run)
+      refusals=refusals, model_uri=model_uri, pushed_dir=pushed_dir)
 
 
 def _table(header: List[str], rows: List[List[Any]]) -> str:
@@ -204,7 +202,7 @@ def context(facts: Facts) -> Dict[str, Any]:
       'title': (f'{os.path.basename(os.path.dirname(pushed))} version {os.path.basename(pushed)}'
                 if pushed else 'candidate model (not pushed)'),
       'node': names.MODEL_CARD_GENERATOR, 'pushed_dir': pushed, 'model_uri': facts.model_uri,
-      'pipeline_run': facts.pipeline_run, 'blessed': facts.blessed, 'refusals': facts.refusals,
+      'blessed': facts.blessed, 'refusals': facts.refusals,
       'threshold': f"{meta['threshold']:.3f}", 'eval_split': facts.robustness.get('split'),
       **_data(facts.report),
       'device': history.get('device') or 'CPU',
@@ -261,13 +259,12 @@ def ModelCardGenerator(  # pylint: disable=invalid-name
     model_run: InputArtifact[standard_artifacts.ModelRun],
     pushed_model: InputArtifact[standard_artifacts.PushedModel],
     model_card: OutputArtifact[ModelCard],
-    pipeline_run: Parameter[str] = '',
 ) -> None:
   """Writes the card into its output; when the model was pushed, beside it too."""
   pushed = pushed_model.get_int_custom_property('pushed') == 1
   pushed_dir = pushed_model.get_string_custom_property('pushed_destination') if pushed else None
   facts = read_facts(report.uri, evaluation.uri, robustness.uri, model.uri, model_run.uri,
-                     blessing.get_int_custom_property('blessed') == 1, pushed_dir, pipeline_run)
+                     blessing.get_int_custom_property('blessed') == 1, pushed_dir)
   card = render(facts)
   write(model_card.uri, card)
   if pushed_dir:

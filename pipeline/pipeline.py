@@ -180,10 +180,6 @@ def create_components(config: PipelineConfig, packaged_modules: bool = True
       model=trainer.outputs['model'],
       model_run=trainer.outputs['model_run'],
       pushed_model=pusher.outputs['pushed_model'],
-      # The local launcher fills in the run id; KFP v2 takes no such placeholder as a parameter
-      # (its run page names the run), so a compiled pipeline's card names the trained model only.
-      pipeline_run=(tfx.dsl.placeholders.execution_invocation().pipeline_run_id
-                    if packaged_modules else ''),
   ).with_id(names.MODEL_CARD_GENERATOR)
   nodes = [example_gen, statistics_gen, schema_gen, example_validator, transform, tuner,
            trainer, model_resolver, evaluator, robustness_gate, pusher, card]

@@ -38,7 +38,7 @@ def test_a_refused_model_gets_a_card_that_says_why_from_its_facts_alone():
   card = model_card.render(_facts())
   assert card.startswith('# Model card: candidate model (not pushed)\n')
   assert '- Not pushed: the gate refused it' in card and '- Blessed: no.' in card
-  assert 'Pipeline run' not in card  # a compiled (Kubeflow) pipeline passes no run id
+  assert f"- Trained model: `{_facts().model_uri}`." in card  # what the card describes
   assert 'It failed:\n\n- precision 0.5000 is below the bar 0.9 (short by 0.4000)\n' in card
   assert 'Gate this model was judged against: Precision >= 0.9.' in card
   assert 'quarantined 2 (empty: 2).' in card and 'train 80%, test 20%' in card
@@ -57,13 +57,13 @@ def test_a_refused_model_gets_a_card_that_says_why_from_its_facts_alone():
     assert section in card
 
 
-def test_the_card_names_the_run_and_the_version_folder_when_pushed():
+def test_the_card_names_the_version_folder_when_pushed():
   from fakedetect.components import model_card  # pylint: disable=g-import-not-at-top
-  card = model_card.render(_facts(blessed=True, refusals=[], pipeline_run='20240101-000000.1',
+  card = model_card.render(_facts(blessed=True, refusals=[],
                                   pushed_dir='/serving/fakedetect/1700000000'))
   assert card.startswith('# Model card: fakedetect version 1700000000\n')
   assert '- Version folder: `/serving/fakedetect/1700000000`' in card
-  assert '- Pipeline run: `20240101-000000.1`; blessed: yes.' in card
+  assert '- Blessed: yes.' in card
   assert 'Gate this model passed: Precision >= 0.9.' in card and 'It failed' not in card
 
 
@@ -109,7 +109,8 @@ def test_the_pushed_model_carries_the_card_the_pipeline_wrote(runs):
   assert f"model card: {good['model_card']}" in good['stdout']  # `run` says where it is
   # Later runs pushed nothing and left the good model's card as it was.
   card = _read(good['model_card'])
-  assert f"- Pipeline run: `{good['summary']['run_id']}`; blessed: yes." in card
+  assert f"- Trained model: `{good['artifacts']['Trainer.model']}`." in card
+  assert '- Blessed: yes.' in card
 
 
 def test_the_card_is_rendered_from_the_run_artifacts_alone(runs):
@@ -119,8 +120,7 @@ def test_the_card_is_rendered_from_the_run_artifacts_alone(runs):
   facts = model_card.read_facts(
       artifacts['ImageExampleGen.report'], artifacts['Evaluator.evaluation'],
       artifacts['RobustnessGate.robustness'], artifacts['Trainer.model'],
-      artifacts['Trainer.model_run'], blessed=True, pushed_dir=summary['pushed_model'],
-      pipeline_run=summary['run_id'])
+      artifacts['Trainer.model_run'], blessed=True, pushed_dir=summary['pushed_model'])
   card = model_card.render(facts)
   # The same card the component wrote: it needs no ML Metadata and no summary.json.
   assert card == _read(good['model_card'])
@@ -144,7 +144,8 @@ def test_a_refused_model_gets_a_card_in_the_run_output_only(runs):
   card = _read(os.path.join(record['artifacts']['ModelCardGenerator.model_card'],
                             'model_card.md'))
   assert card.startswith('# Model card: candidate model (not pushed)\n')
-  assert f"- Pipeline run: `{record['summary']['run_id']}`; blessed: no." in card
+  assert f"- Trained model: `{record['artifacts']['Trainer.model']}`." in card
+  assert '- Blessed: no.' in card
   for reason in record['summary']['not_blessed_because']:
     assert f'- {reason}\n' in card
   assert '- accuracy under ' in card and 'below the robustness bar 0.99 (short by' in card
