@@ -17,6 +17,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from fakedetect.components import features
+from fakedetect.pipeline import names
 
 SERVING_SIGNATURE = 'serving_default'
 EXAMPLE_SIGNATURE = 'serving_tf_example'
@@ -24,7 +25,7 @@ TRANSFORM_SIGNATURE = 'transform_features'
 METADATA_SIGNATURE = 'metadata'
 PROBABILITY_KEY = 'fake_probability'
 DECISION_KEY = 'is_fake'
-METADATA_FILE = os.path.join('assets.extra', 'fakedetect.json')
+METADATA_FILE = names.MODEL_METADATA_FILE
 KERAS_FILE = os.path.join('assets.extra', 'model.keras')  # the classifier, for Grad-CAM
 # Untrusted input: serving_default refuses a request holding an image over these, before decoding.
 MAX_IMAGE_BYTES = features.MAX_IMAGE_BYTES

@@ -82,7 +82,7 @@ class Header(NamedTuple):
   mode: str  # Pillow's colour mode: RGB, L, P, RGBA, CMYK, I;16, ...
 
 
-def _allow_pixels(max_pixels: int) -> None:
+def allow_pixels(max_pixels: int) -> None:
   """Pillow's own bomb guard (`Image.MAX_IMAGE_PIXELS`) is process-wide; this is the only code
   that changes it, and only raises it, so that Pillow never refuses what max_pixels allows.
 
@@ -104,7 +104,7 @@ def check_header(data: bytes, max_pixels: int) -> Header:
   cannot decode the bytes (empty, not an image, a bomb, a format or pixel layout it lacks)."""
   if not data:
     raise ImageRejected('empty', 'empty file')
-  _allow_pixels(max_pixels)
+  allow_pixels(max_pixels)
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', Image.DecompressionBombWarning)
     try:

@@ -1,8 +1,8 @@
 """Trainer and Tuner module: `run_fn` and `tuner_fn`, as the TFX Trainer and Tuner call them.
 
-`custom_config` carries the pipeline's config: {'image_size': int, 'train': TrainConfig as dict,
-'tuner': TunerConfig as dict}. Best hyperparameters from the Tuner, when present, win over the
-TrainConfig values of the same name.
+`custom_config` carries pipeline/config.py's ModuleConfig (image, train and tuner sections),
+which both functions rebuild as dataclasses. Best hyperparameters from the Tuner, when present,
+win over the TrainConfig values of the same name.
 """
 
 import json

@@ -23,9 +23,6 @@ from fakedetect.pipeline import names
 DEFAULT_DEMO_DIR = 'demo_data'
 
 
-UserError = errors.UserError  # the CLI's own checks raise it like every other module
-
-
 class _Commands(click.Group):
   """Runs a command; a UserError from anywhere below becomes its message, exit status 1."""
 
@@ -84,12 +81,12 @@ def demo_data(out_dir: str, per_class: int, seed: int, no_broken: bool) -> None:
   """Write the deterministic demo set (real/ and fake/<generator>/) into OUT_DIR."""
   from fakedetect import demo_data as demo  # pylint: disable=g-import-not-at-top
   if per_class < 2:
-    raise UserError('--per-class must be at least 2 (each split needs both classes).')
+    raise errors.UserError('--per-class must be at least 2 (each split needs both classes).')
   try:
     result = demo.generate(out_dir, per_class=per_class, seed=seed, broken=not no_broken,
                            progress=True)
   except OSError as e:  # a folder the user named cannot be written
-    raise UserError(f'Cannot write the demo set into {out_dir}: {e.strerror or e}') from None
+    raise errors.UserError(f'Cannot write the demo set into {out_dir}: {e.strerror or e}') from None
   click.echo(f"Wrote {result['real']} real and {result['fake']} fake images"
              f"{' and ' + str(len(result['broken'])) + ' broken files' if result['broken'] else ''}"
              f' to {os.path.abspath(out_dir)}')
@@ -108,7 +105,7 @@ def _build_config(data: str, output: str, settings, no_cache: bool, tune: bool,
   config = config.with_overrides(settings)
   problem = config_lib.validate(config)
   if problem:
-    raise UserError(problem)
+    raise errors.UserError(problem)
   return config
 
 
@@ -148,8 +145,9 @@ def run(data, output, settings, runner_profile, workers, tune, no_cache) -> None
       from fakedetect import demo_data as demo  # pylint: disable=g-import-not-at-top
       demo.generate(data, progress=True)
   if not config_lib.is_remote(data) and not os.path.isdir(data):
-    raise UserError(f'--data {data!r} is not a folder. Point it at a folder of labelled images '
-                    '(e.g. real/ and fake/ sub-folders), or run `fakedetect demo-data` first.')
+    raise errors.UserError(f'--data {data!r} is not a folder. Point it at a folder of labelled '
+                           'images (e.g. real/ and fake/ sub-folders), or run `fakedetect '
+                           'demo-data` first.')
   config = _build_config(data, output, settings, no_cache, tune, runner_profile, workers)
   _check_layout(config.data.data_dir)
   os.makedirs(config.output_dir, exist_ok=True)
@@ -163,7 +161,7 @@ def run(data, output, settings, runner_profile, workers, tune, no_cache) -> None
       runner.run(config, console=console)  # TensorFlow's import chatter goes to the log too
   except Exception as e:  # pylint: disable=broad-except
     message = _root_message(e)
-    raise UserError(f'The pipeline failed: {message}\nFull log: {log_path}') from None
+    raise errors.UserError(f'The pipeline failed: {message}\nFull log: {log_path}') from None
   from fakedetect import summary as summary_lib  # pylint: disable=g-import-not-at-top
   result = summary_lib.collect(config)
   summary_lib.write(result, config.summary_path)
@@ -202,8 +200,9 @@ def compile_command(target, output, pipeline_root, data, image, settings, runner
   """Compile the pipeline for Kubeflow Pipelines v2 / Vertex AI Pipelines (offline)."""
   del target  # one target for now; the option keeps the command stable when more come
   if not config_lib.is_remote(pipeline_root):
-    raise UserError(f'--pipeline-root {pipeline_root!r} is not a URI: the platform\'s pods '
-                    'share no disk with this machine; give gs://BUCKET/PATH (or s3://, minio://).')
+    raise errors.UserError(f'--pipeline-root {pipeline_root!r} is not a URI: the platform\'s '
+                           'pods share no disk with this machine; give gs://BUCKET/PATH (or '
+                           's3://, minio://).')
   settings = [f'runner.pipeline_root={pipeline_root}'] + list(settings)
   config = _build_config(data or f'{pipeline_root.rstrip("/")}/data', pipeline_root, settings,
                          no_cache, tune, runner_profile, workers)

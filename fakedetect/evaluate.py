@@ -40,10 +40,7 @@ class Labelled:
 def read_labelled(data_dir: str, split: Optional[str] = None,
                   limits: image_checks.Limits = image_checks.Limits()) -> Labelled:
   """Every file of `data_dir` (only `split`'s, if given) as a row to score, or skipped with why."""
-  try:
-    layout = layouts.detect(data_dir)
-  except ValueError as e:
-    raise EvaluateError(str(e)) from None
+  layout = layouts.detect(data_dir)  # a LayoutError (a UserError) names the layouts it reads
   if split is not None and split not in layout.splits:
     raise EvaluateError(
         f'--split {split}: the {layout.name} layout of {data_dir} has '

@@ -21,7 +21,6 @@ from typing import Any, Dict, List, Optional
 
 from tabulate import tabulate
 
-from fakedetect import run_records
 from fakedetect.components import errors
 from fakedetect.pipeline import names
 
@@ -212,8 +211,7 @@ def find_model(path: Optional[str], default_output: str = 'outputs') -> str:
 
 def read_model_metadata(version_dir: str) -> Dict[str, Any]:
   """The export's own metadata (threshold, image size, hyperparameters); {} when it has none."""
-  from fakedetect.components import export  # pylint: disable=g-import-not-at-top  (TensorFlow)
-  path = os.path.join(version_dir, export.METADATA_FILE)
+  path = os.path.join(version_dir, names.MODEL_METADATA_FILE)
   if not os.path.isfile(path):
     return {}
   with open(path, encoding='utf-8') as f:
@@ -228,6 +226,9 @@ def pushes_from_metadata(output_dir: str) -> Dict[str, Dict[str, Any]]:
   the Evaluator that judged the model first -> its pipeline run and its `evaluation` output (the
   metrics that blessed it).
   """
+  # Here, not at the top: predict, evaluate and explain find their model through this module
+  # and never read ML Metadata.
+  from fakedetect import run_records  # pylint: disable=g-import-not-at-top
   records = run_records.RunRecords.of_output(output_dir)
   found = {}
   for artifact in records.artifacts_of_type('PushedModel'):

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 from fakedetect.components import distribute
 from fakedetect.components import errors
 from fakedetect.components import features
+from fakedetect.components import metrics
 from fakedetect.components.image_example_gen.folders import is_remote
 from fakedetect.pipeline import names
 
@@ -341,8 +342,8 @@ def validate(config: PipelineConfig) -> Optional[str]:
     return 'train.batch_size and train.epochs must be positive.'
   if not 8 <= config.image.size <= 1024:
     return f'image.size={config.image.size} is outside 8..1024.'
-  if config.train.threshold_metric not in ('f1', 'balanced_accuracy'):
-    return "train.threshold_metric must be 'f1' or 'balanced_accuracy'."
+  if config.train.threshold_metric not in metrics.THRESHOLD_METRICS:
+    return f'train.threshold_metric must be one of {", ".join(metrics.THRESHOLD_METRICS)}.'
   train = config.train
   if train.lr_schedule not in ('cosine', 'constant'):
     return "train.lr_schedule must be 'cosine' or 'constant'."

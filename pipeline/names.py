@@ -4,9 +4,10 @@ pipeline.py gives the nodes these ids, ML Metadata records them (node context
 `<pipeline name>.<node id>`), and the tools find an artifact by node id and output key
 (fakedetect/run_records.py). Kept free of imports so the CLI and tests can use them cheaply.
 
-A file INSIDE an artifact or a model is named by the module that writes it, not here:
-robustness.RESULT_FILE, export.METADATA_FILE / KERAS_FILE (assets.extra), train.HISTORY_FILE /
-CURVES_FILE, image_example_gen/report.py's REPORT_FILE (report.json).
+A file INSIDE an artifact is named by the module that writes it, not here: robustness.RESULT_FILE,
+train.HISTORY_FILE / CURVES_FILE, image_example_gen/report.py's REPORT_FILE (report.json). The
+one exception is the pushed model's metadata: `fakedetect models` reads it without loading the
+TensorFlow that components/export.py (its writer) imports.
 """
 
 # Node ids, in the DAG's order.
@@ -31,3 +32,6 @@ SERVING_DIR = 'serving_model'  # TF Serving's root: <model name>/<version>/ and 
 PIPELINE_ROOT_DIR = 'tfx'  # TFX's artifacts: <node id>/<output key>/<execution id>/
 LOGS_DIR = 'logs'  # run-<time>.log: TFX, Beam and TensorFlow logging of each `fakedetect run`
 REPORT_DIR = 'report'  # `fakedetect inspect`'s plots and index.html
+
+# Beside every pushed SavedModel (TF Serving ignores assets.extra/): the export's metadata.
+MODEL_METADATA_FILE = 'assets.extra/fakedetect.json'  # threshold, image size, hyperparameters

@@ -704,7 +704,8 @@ def test_a_split_without_images_stops_the_run(tmp_path):
 
 
 def test_fixed_shards_and_keeping_the_layouts_splits(tmp_path):
-  """num_shards goes through Beam's TFRecord sink; duplicates='keep_layout' reports the leak."""
+  """num_shards regroups the examples into that many files (tfrecord.py's one writer);
+  duplicates='keep_layout' reports the leak."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   data = tmp_path / 'data'
   for i in range(6):

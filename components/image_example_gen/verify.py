@@ -83,12 +83,14 @@ def undecodable(written: List[tfrecord.Written], max_pixels: int) -> List[Failur
     # Counted from the decoded heights, so that no graph optimization can skip the decode.
     return tf.reduce_sum(tf.cast(heights > 0, tf.int64))
 
-  by_split: Dict[str, Tuple[List[str], int]] = {}
+  paths_of: Dict[str, List[str]] = {}
+  expected: Dict[str, int] = {}
   for split, path, count in written:
-    paths, total = by_split.get(split, ([], 0))
-    by_split[split] = (paths + [path], total + count)
+    paths_of.setdefault(split, []).append(path)
+    expected[split] = expected.get(split, 0) + count
   failures = []
-  for split, (paths, count) in sorted(by_split.items()):
+  for split, paths in sorted(paths_of.items()):
+    count = expected[split]
     decodable = (tf.data.TFRecordDataset(sorted(paths), compression_type='GZIP',
                                          buffer_size=1 << 20)
                  .batch(_BATCH)
@@ -104,6 +106,9 @@ def undecodable(written: List[tfrecord.Written], max_pixels: int) -> List[Failur
 def _drop_undecodable(path: str, split: str, max_pixels: int) -> List[Failure]:
   """Writes one file again without the examples TensorFlow cannot decode; returns those."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # Before any Pillow call: decode_rejection asks Pillow why a decode failed, and a header
+  # within max_pixels must not trip Pillow's own (lower) guard there.
+  image_checks.allow_pixels(max_pixels)
   failed = []
   rewritten = tfrecord.Writer(FileSystems.split(path)[0], split)
   for records in tf.data.TFRecordDataset(path, compression_type='GZIP').batch(_BATCH):
@@ -111,14 +116,15 @@ def _drop_undecodable(path: str, split: str, max_pixels: int) -> List[Failure]:
     for record in records.numpy():
       feature = tf.train.Example.FromString(record).features.feature
       data = feature[features.IMAGE_KEY].bytes_list.value[0]
-      text = {key: feature[key].bytes_list.value[0].decode() for key in (
-          features.FORMAT_KEY, features.PATH_KEY, features.HASH_KEY, features.SOURCE_KEY)}
-      number = {key: feature[key].int64_list.value[0] for key in (
-          features.LABEL_KEY, features.HEIGHT_KEY, features.WIDTH_KEY)}
+      fmt = feature[features.FORMAT_KEY].bytes_list.value[0].decode()
       try:
-        image_checks.check_decodes(data, text[features.FORMAT_KEY])
+        image_checks.check_decodes(data, fmt)
         kept.append(record)
       except ImageRejected as rejected:
+        text = {key: feature[key].bytes_list.value[0].decode() for key in (
+            features.FORMAT_KEY, features.PATH_KEY, features.HASH_KEY, features.SOURCE_KEY)}
+        number = {key: feature[key].int64_list.value[0] for key in (
+            features.LABEL_KEY, features.HEIGHT_KEY, features.WIDTH_KEY)}
         meta = {'path': text[features.PATH_KEY], 'split': split,
                 'hash': text[features.HASH_KEY],
                 'class': features.LABEL_NAMES[number[features.LABEL_KEY]],
