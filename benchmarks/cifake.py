@@ -123,7 +123,9 @@ def run_plain_keras(data: str, image_size: int, hparams: dict, batch_size: int,
   val = val.map(scale).prefetch(tf.data.AUTOTUNE)
   keras.utils.set_random_seed(0)
   distribute.set_precision(precision)  # the Trainer's dtype policy (train.precision)
-  model = model_lib.build_from_hparams(image_size, hparams)
+  from fakedetect.components import views  # pylint: disable=g-import-not-at-top
+  model = model_lib.build_from_hparams(views.View(views.GLOBAL, image_size),
+                                       model_lib.Architecture(), hparams)
   callbacks = []
   if lr_schedule == 'cosine':
     callbacks.append(keras.callbacks.LearningRateScheduler(

@@ -67,16 +67,17 @@ def latency_ms(fn, repeats: int):
 
 def run(model_dir: str, size: int, batch: int, seconds: float, repeats: int):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from fakedetect.components import export, features  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import export, views  # pylint: disable=g-import-not-at-top
   from fakedetect import explain  # pylint: disable=g-import-not-at-top
   loaded = tf.saved_model.load(model_dir)
   serving = loaded.signatures[export.SERVING_SIGNATURE]
-  image_size = int(loaded.signatures[export.METADATA_SIGNATURE]()['image_size'])
+  metadata = loaded.signatures[export.METADATA_SIGNATURE]()
+  view = views.from_metadata({k: v.numpy() for k, v in metadata.items() if v.shape == []})
+  image_size = view.size
   classifier = explain.load_classifier(model_dir)
   encoded = tf.constant(jpegs(batch, size))
-  decoded = features.decode_and_resize(encoded, image_size)
-  classify = tf.function(lambda x: classifier(x, training=False),
-                         input_signature=[tf.TensorSpec([None, image_size, image_size, 3])])
+  decoded = views.serving_inputs(views.transform(encoded, view), view)
+  classify = tf.function(lambda x: classifier(x, training=False))
   # Same model, same numbers: the comparison is of the input path only.
   np.testing.assert_allclose(serving(image_bytes=encoded)[export.PROBABILITY_KEY].numpy(),
                              np.ravel(classify(decoded).numpy()), atol=1e-4)

@@ -5,7 +5,8 @@ Signatures (all share the Transform graph, so serving preprocesses exactly as tr
                       -> fake_probability: float32 [None], is_fake: int64 [None] (1 = fake)
   serving_tf_example  examples: serialized tf.Example [None] -> the same outputs (TFMA uses it)
   transform_features  examples: serialized tf.Example [None] -> the transformed features
-  metadata            () -> threshold, image_size, label_names
+  metadata            () -> threshold, view, image_size, crop_size, native_size, backbone,
+                      label_names
 `assets.extra/fakedetect.json` carries the same metadata for tools that do not load the graph.
 """
 
@@ -17,6 +18,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from fakedetect.components import features
+from fakedetect.components import views
 from fakedetect.pipeline import names
 
 SERVING_SIGNATURE = 'serving_default'
@@ -78,12 +80,13 @@ class _ExportModule(tf.Module):
   """Holds the model, the Transform layer and the decision threshold as tracked state."""
 
   def __init__(self, model, tf_transform_output: tft.TFTransformOutput, threshold: float,
-               image_size: int):
+               view: views.View, backbone: str):
     super().__init__()
     self.model = model
     self.tft_layer = tf_transform_output.transform_features_layer()
     self.threshold = tf.Variable(threshold, dtype=tf.float32, trainable=False, name='threshold')
-    self.image_size = tf.Variable(image_size, dtype=tf.int64, trainable=False, name='image_size')
+    self._view = view
+    self._backbone = backbone
     raw_spec = tf_transform_output.raw_feature_spec()
     raw_spec.pop(features.LABEL_KEY, None)
     self._example_spec = raw_spec
@@ -91,8 +94,8 @@ class _ExportModule(tf.Module):
 
   def _predict(self, raw_features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     transformed = self.tft_layer(raw_features)
-    image = transformed[features.TRANSFORMED_IMAGE_KEY]
-    probability = tf.reshape(self.model(image, training=False), [-1])
+    inputs = views.serving_inputs(transformed, self._view)
+    probability = tf.reshape(self.model(inputs, training=False), [-1])
     probability = tf.cast(probability, tf.float32)
     return {
         PROBABILITY_KEY: probability,
@@ -122,15 +125,22 @@ class _ExportModule(tf.Module):
   def metadata(self):
     return {
         'threshold': tf.identity(self.threshold),
-        'image_size': tf.identity(self.image_size),
+        'view': tf.constant(self._view.name),
+        'image_size': tf.constant(self._view.size, tf.int64),
+        'crop_size': tf.constant(self._view.crop_size, tf.int64),
+        'native_size': tf.constant(self._view.native_size, tf.int64),
+        'backbone': tf.constant(self._backbone),
         'label_names': tf.constant(list(features.LABEL_NAMES)),
     }
 
 
 def export(model, tf_transform_output: tft.TFTransformOutput, export_dir: str, threshold: float,
-           image_size: int, extra_metadata: Dict[str, Any]) -> None:
-  """Saves the serving SavedModel (TF Serving layout is added by the Pusher's version folder)."""
-  module = _ExportModule(model, tf_transform_output, threshold, image_size)
+           view: views.View, extra_metadata: Dict[str, Any]) -> None:
+  """Saves the serving SavedModel (TF Serving layout is added by the Pusher's version folder).
+
+  `extra_metadata` must name the `backbone`; the view's settings are added here."""
+  module = _ExportModule(model, tf_transform_output, threshold, view,
+                         extra_metadata.get('backbone', ''))
   signatures = {
       SERVING_SIGNATURE: module.serve_images.get_concrete_function(),
       EXAMPLE_SIGNATURE: module.serve_examples.get_concrete_function(),
@@ -142,7 +152,8 @@ def export(model, tf_transform_output: tft.TFTransformOutput, export_dir: str, t
   # them.
   tf.io.gfile.makedirs(os.path.join(export_dir, os.path.dirname(KERAS_FILE)))
   model.save(os.path.join(export_dir, KERAS_FILE))
-  metadata = dict(extra_metadata, threshold=float(threshold), image_size=int(image_size),
+  metadata = dict(extra_metadata, threshold=float(threshold), view=view.name,
+                  image_size=view.size, crop_size=view.crop_size, native_size=view.native_size,
                   label_names=list(features.LABEL_NAMES))
   path = os.path.join(export_dir, METADATA_FILE)
   tf.io.gfile.makedirs(os.path.dirname(path))

@@ -1,7 +1,7 @@
 """The one place that decides what an example is and how its pixels become model input.
 
-ExampleGen writes these keys, Transform turns `IMAGE_KEY` into `TRANSFORMED_IMAGE_KEY` with
-`decode_and_resize`, the Trainer reads the transformed keys and the serving signatures call the
+ExampleGen writes these keys, Transform turns `IMAGE_KEY` into the image's views
+(components/views.py), the Trainer reads the transformed keys and the serving signatures call the
 same Transform graph: training, evaluation and serving cannot disagree on size, labels or scaling.
 """
 
@@ -19,7 +19,7 @@ PATH_KEY = 'path'  # path relative to the data folder, for tracing a failure bac
 SIZE_BUCKET_KEY = 'size_bucket'  # small | medium | large, a slicing feature
 
 # Transformed features, produced by the Transform graph.
-TRANSFORMED_IMAGE_KEY = 'image'  # float32 [size, size, 3] in [0, 1]
+TRANSFORMED_IMAGE_KEY = 'image'  # the global view, float32 [size, size, 3] in [0, 1]
 TRANSFORMED_LABEL_KEY = 'label'
 
 # Label mapping: the integer label is the index. 1 means fake, everywhere.
@@ -42,27 +42,6 @@ def size_bucket(height: int, width: int) -> str:
   if side <= 256:
     return 'medium'
   return 'large'
-
-
-def decode_and_resize(image_bytes, image_size: int):
-  """Encoded images (tf.string [batch]) -> float32 [batch, size, size, 3] in [0, 1].
-
-  Accepts JPEG, PNG (8 and 16 bit), GIF (first frame) and BMP, grey, RGB or RGBA; the dtype-aware
-  decode maps any bit depth onto [0, 1] before resizing, so normalization is the same for all.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-  def _one(encoded):
-    image = tf.io.decode_image(
-        encoded, channels=CHANNELS, dtype=tf.float32, expand_animations=False)
-    image.set_shape([None, None, CHANNELS])
-    image = tf.image.resize(image, [image_size, image_size], method='bilinear')
-    return tf.clip_by_value(image, 0.0, 1.0)
-
-  image_bytes = tf.reshape(image_bytes, [-1])
-  return tf.map_fn(
-      _one, image_bytes,
-      fn_output_signature=tf.TensorSpec([image_size, image_size, CHANNELS], tf.float32))
 
 
 def raw_feature_spec() -> Dict[str, object]:

@@ -146,7 +146,7 @@ def _bmp_problem(data: bytes, image) -> Optional[str]:
 
 
 def decode_op(contents):
-  """TensorFlow's decoder with the arguments training uses (`features.decode_and_resize`): the
+  """TensorFlow's decoder with the arguments training uses (`views.decode_and_resize`): the
   DecodeImage op itself, without tf.io.decode_image's Python dispatch."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return tf.raw_ops.DecodeImage(contents=contents, channels=features.CHANNELS,

@@ -1,43 +1,113 @@
-"""The classifier: a small CNN whose width, depth and dropout are hyperparameters.
+"""The classifier: the view's inputs, an optional forensic filter, a backbone per input, a head.
+
+  global view  image [b, size, size, 3] -> filter -> backbone -> features
+  local view   crops [b, k, crop, crop, 3] -> filter -> backbone on every crop -> features averaged
+               over the k crops (k = 1 in training, the grid otherwise; see components/views.py)
+  both         the two feature vectors concatenated (global first)
+  then dropout and one sigmoid unit. Averaging features before a linear head is averaging the
+  crops' logits, so a grid's score is the mean evidence over the square.
 
 Written against Keras 3 (`import keras`), never `tf.keras`: TFT flips `tf.keras` to tf_keras when
 imported, and keras-tuner only accepts Keras 3 models (see TFX-NOTES).
 """
 
 import dataclasses
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import keras
 
 from fakedetect.components import augment
+from fakedetect.components import backbones
 from fakedetect.components import features
+from fakedetect.components import filters
+from fakedetect.components import views
+
+# Layer names other code looks up (explain.py's Grad-CAM, warm starts).
+GLOBAL_FILTER, GLOBAL_BACKBONE = 'global_filter', 'global_backbone'
+LOCAL_FEATURES = 'local_features'
+HEAD = 'fake_probability'
 
 
-def build(image_size: int, width: int = 32, depth: int = 3, dropout: float = 0.3,
-          learning_rate: float = 3e-3) -> keras.Model:
-  """Conv blocks (conv-BN-ReLU x2, pool) doubling in width, global pooling, dropout, sigmoid.
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """What the model is made of (pipeline/config.py's ModelConfig, resolved)."""
+  backbone: str = 'cnn'
+  filter: str = 'none'
+  weights: str = 'none'  # none | imagenet | a weights file ('previous' is the Trainer's)
 
-  Global average pooling keeps the parameter count independent of the image size, and the first
-  block has no stride so pixel-level traces (noise, up-sampling periodicity) reach the filters.
-  """
-  inputs = keras.Input(shape=(image_size, image_size, features.CHANNELS),
-                       name=features.TRANSFORMED_IMAGE_KEY)
-  x = inputs
-  for block in range(depth):
-    filters = width * 2**block
-    for _ in range(2):
-      x = keras.layers.Conv2D(filters, 3, padding='same', use_bias=False)(x)
-      x = keras.layers.BatchNormalization(momentum=0.9)(x)  # settles within a few small epochs
-      x = keras.layers.ReLU()(x)
-    if block < depth - 1:
-      x = keras.layers.MaxPooling2D()(x)
-  x = keras.layers.GlobalAveragePooling2D()(x)
+  @classmethod
+  def from_dict(cls, values: Dict[str, Any]) -> 'Architecture':
+    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+
+@keras.saving.register_keras_serializable(package='fakedetect')
+class CropFeatures(keras.layers.Layer):
+  """Runs a backbone on each crop of [b, k, h, w, c] and averages its features over the k crops."""
+
+  def __init__(self, backbone: keras.Model, **kwargs):
+    super().__init__(**kwargs)
+    self.backbone = backbone
+
+  def build(self, input_shape):
+    self.backbone.build((None,) + tuple(input_shape[2:]))
+
+  def call(self, crops, training=None):
+    shape = keras.ops.shape(crops)
+    flat = keras.ops.reshape(crops, (-1,) + tuple(self.backbone.input_shape[1:]))
+    found = self.backbone(flat, training=training)
+    found = keras.ops.reshape(found, (shape[0], shape[1], found.shape[-1]))
+    return keras.ops.mean(found, axis=1)
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[0], self.backbone.output_shape[-1])
+
+  def get_config(self):
+    return {**super().get_config(), 'backbone': keras.saving.serialize_keras_object(self.backbone)}
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config, backbone=keras.saving.deserialize_keras_object(config['backbone']))
+    return cls(**config)
+
+
+def _branch(side: int, arch: Architecture, width: int, depth: int, prefix: str):
+  """(filter layer or None, backbone model) for one view's input of side x side pixels."""
+  layer = filters.layer(arch.filter)
+  if layer is not None:
+    layer.name = f'{prefix}_filter'
+  channels = filters.channels(arch.filter, features.CHANNELS)
+  backbone = backbones.build(arch.backbone, (side, side, channels), width, depth,
+                             weights=arch.weights, model_name=f'{prefix}_backbone')
+  return layer, backbone
+
+
+def build(view: views.View, arch: Architecture = Architecture(), width: int = 32, depth: int = 3,
+          dropout: float = 0.3, learning_rate: float = 3e-3,
+          weight_decay: float = 0.0) -> keras.Model:
+  """The compiled classifier for `view`; inputs are named as views.py names them."""
+  inputs, found = {}, []
+  if view.uses_global:
+    image = keras.Input((view.size, view.size, features.CHANNELS), name=views.GLOBAL_INPUT)
+    inputs[views.GLOBAL_INPUT] = image
+    layer, backbone = _branch(view.size, arch, width, depth, 'global')
+    found.append(backbone(layer(image) if layer is not None else image))
+  if view.uses_local:
+    crops = keras.Input((None, view.crop_size, view.crop_size, features.CHANNELS),
+                        name=views.CROPS_INPUT)
+    inputs[views.CROPS_INPUT] = crops
+    layer, backbone = _branch(view.crop_size, arch, width, depth, 'local')
+    if layer is not None:
+      backbone = keras.Sequential([layer, backbone], name='local_filtered_backbone')
+    found.append(CropFeatures(backbone, name=LOCAL_FEATURES)(crops))
+  x = found[0] if len(found) == 1 else keras.layers.Concatenate()(found)
   x = keras.layers.Dropout(dropout)(x)
   # float32 output even under mixed precision, so probabilities stay well calibrated.
-  outputs = keras.layers.Dense(1, activation='sigmoid', dtype='float32', name='fake_probability')(x)
-  model = keras.Model(inputs, outputs, name='fakedetect_cnn')
+  outputs = keras.layers.Dense(1, activation='sigmoid', dtype='float32', name=HEAD)(x)
+  model = keras.Model(inputs, outputs, name=f'fakedetect_{view.name}_{arch.backbone}')
+  optimizer = (keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay) if weight_decay
+               else keras.optimizers.Adam(learning_rate))
   model.compile(
-      optimizer=keras.optimizers.Adam(learning_rate),
+      optimizer=optimizer,
       loss=keras.losses.BinaryCrossentropy(),
       metrics=[keras.metrics.BinaryAccuracy(name='accuracy'),
                keras.metrics.Precision(name='precision'),
@@ -48,11 +118,36 @@ def build(image_size: int, width: int = 32, depth: int = 3, dropout: float = 0.3
 
 # Model hyperparameters, then the augmentation strengths (components/augment.py): the values the
 # Tuner may search and the Trainer reads from its config.
-HPARAM_NAMES = ('learning_rate', 'width', 'depth', 'dropout') + tuple(
+HPARAM_NAMES = ('learning_rate', 'weight_decay', 'width', 'depth', 'dropout') + tuple(
     field.name for field in dataclasses.fields(augment.Strengths))
 
 
-def build_from_hparams(image_size: int, hparams: Dict[str, Any]) -> keras.Model:
-  """Builds from a dict holding HPARAM_NAMES (the TrainConfig or the Tuner's best values)."""
-  return build(image_size, width=int(hparams['width']), depth=int(hparams['depth']),
-               dropout=float(hparams['dropout']), learning_rate=float(hparams['learning_rate']))
+def build_from_hparams(view: views.View, arch: Architecture, hparams: Dict[str, Any],
+                       weights: Optional[str] = None) -> keras.Model:
+  """Builds from a dict holding HPARAM_NAMES (the TrainConfig or the Tuner's best values).
+
+  `weights` overrides the architecture's (e.g. 'none' when rebuilding a trained model)."""
+  if weights is not None:
+    arch = dataclasses.replace(arch, weights=weights)
+  return build(view, arch, width=int(hparams['width']), depth=int(hparams['depth']),
+               dropout=float(hparams['dropout']),
+               learning_rate=float(hparams['learning_rate']),
+               weight_decay=float(hparams.get('weight_decay', 0.0)))
+
+
+def copy_weights(model: keras.Model, keras_file: str) -> str:
+  """Starts `model` from a trained classifier's weights (the last blessed model's .keras copy).
+
+  Returns where training started, for the model's metadata. An architecture that changed since
+  (another view, backbone or width) cannot be warm-started: it trains from scratch, and says so.
+  """
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  previous = keras.saving.load_model(keras_file, compile=False)
+  shapes = [tuple(w.shape) for w in previous.get_weights()]
+  if shapes != [tuple(w.shape) for w in model.get_weights()]:
+    logging.warning('model.weights=previous: the last blessed model (%s) has another '
+                    'architecture; training from scratch.', keras_file)
+    return 'none (the last blessed model has another architecture)'
+  model.set_weights(previous.get_weights())
+  logging.info('Warm start from the last blessed model: %s', keras_file)
+  return f'previous ({keras_file})'

@@ -35,6 +35,7 @@ from fakedetect.components import evaluation_results
 from fakedetect.components import export
 from fakedetect.components import perturb
 from fakedetect.components import robustness as robustness_lib
+from fakedetect.components import views
 from fakedetect.components.image_example_gen import component as example_gen
 from fakedetect.components.image_example_gen import report as ingest_report
 from fakedetect.pipeline import names
@@ -210,7 +211,10 @@ def context(facts: Facts) -> Dict[str, Any]:
       'epochs_run': history.get('epochs_run') or meta.get('epochs_run'),
       'hyperparameters': ', '.join(f'{k}={v}' for k, v in sorted(
           (history.get('hyperparameters') or meta.get('hyperparameters') or {}).items())),
-      'image_size': meta.get('image_size'),
+      'input_view': views.from_metadata(meta).describe(), 'view': views.from_metadata(meta).name,
+      'backbone': meta.get('backbone', 'cnn'), 'filter': meta.get('filter', 'none'),
+      'weights': meta.get('weights', 'none'),
+      'early_stopping': meta.get('early_stopping_metric', 'val_loss'),
       'threshold_metric': meta.get('threshold_metric', 'f1'),
       **evaluation, **_limitations(facts)}
 

@@ -16,6 +16,7 @@ import tensorflow as tf
 from fakedetect.components import errors
 from fakedetect.components import export
 from fakedetect.components import image_checks
+from fakedetect.components import views
 
 
 class ModelError(errors.UserError):
@@ -31,7 +32,7 @@ class Scored:
 
 
 class Scorer:
-  """A pushed SavedModel, loaded once per caller; its threshold and image size are read from its
+  """A pushed SavedModel, loaded once per caller; its threshold and view are read from its
   `metadata` signature, so they are the values its graph decides with."""
 
   def __init__(self, model_dir: str):
@@ -47,7 +48,7 @@ class Scorer:
     self._serve = self.saved_model.signatures[export.SERVING_SIGNATURE]
     metadata = self.saved_model.signatures[export.METADATA_SIGNATURE]()
     self.threshold = float(metadata['threshold'])
-    self.image_size = int(metadata['image_size'])
+    self.view = views.from_metadata({k: v.numpy() for k, v in metadata.items() if v.shape == []})
 
   def score(self, images: Sequence[bytes], batch_size: int = 64
             ) -> Tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,7 @@ from fakedetect.components import features
 from fakedetect.components import metrics
 from fakedetect.components import model as model_lib
 from fakedetect.components import export
+from fakedetect.components import views
 from fakedetect.pipeline import config as config_lib
 
 HISTORY_FILE = 'history.json'
@@ -33,21 +34,26 @@ CURVES_FILE = 'training_curves.png'
 
 
 def _dataset(files: List[str], data_accessor, tf_transform_output: tft.TFTransformOutput,
-             batch_size: int, shuffle: bool, seed: int, shuffle_labels: bool = False
-             ) -> tf.data.Dataset:
-  """(image, label) batches of one pass over the files; Keras' epochs do the repeating."""
+             view: views.View, batch_size: int, training: bool, seed: int,
+             shuffle_labels: bool = False) -> tf.data.Dataset:
+  """(model inputs, label) batches of one pass over the files; Keras' epochs do the repeating.
+
+  Training batches are shuffled and take a random crop per image (views.training_inputs);
+  evaluation batches keep their order and take the fixed grid, as serving does.
+  """
   dataset = data_accessor.tf_dataset_factory(
       files,
       tfxio.TensorFlowDatasetOptions(
           batch_size=batch_size, label_key=features.TRANSFORMED_LABEL_KEY, num_epochs=1,
-          shuffle=shuffle, shuffle_seed=seed),
+          shuffle=training, shuffle_seed=seed),
       tf_transform_output.transformed_metadata.schema)
+  inputs = views.training_inputs if training else views.serving_inputs
 
   def _to_pair(transformed, label):
     label = tf.cast(tf.reshape(label, [-1]), tf.float32)
     if shuffle_labels:  # fault injection for gate tests: the model can learn nothing
       label = tf.random.shuffle(label, seed=seed)
-    return transformed[features.TRANSFORMED_IMAGE_KEY], label
+    return inputs(transformed, view), label
 
   return dataset.map(_to_pair, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -57,7 +63,14 @@ def augmented(dataset: tf.data.Dataset, hparams: Dict[str, Any]) -> tf.data.Data
   apply = augment.augmenter(augment.Strengths.from_hparams(hparams))
   if apply is None:
     return dataset
-  return dataset.map(lambda x, y: (apply(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+
+  def one_input(images):  # crops arrive as [b, 1, h, w, 3]
+    if images.shape.rank == 5:
+      return apply(images[:, 0])[:, None]
+    return apply(images)
+
+  return dataset.map(lambda x, y: ({k: one_input(v) for k, v in x.items()}, y),
+                     num_parallel_calls=tf.data.AUTOTUNE)
 
 
 class _BatchCounter(keras.callbacks.Callback):
@@ -115,31 +128,53 @@ def _plot_curves(history: Dict[str, List[float]], path: str) -> None:
   plt.close(fig)
 
 
+def _architecture(config: config_lib.ModuleConfig) -> model_lib.Architecture:
+  """The configured network; 'previous' weights are loaded after building (`_warm_start`)."""
+  weights = config.model.weights
+  backbone = 'cnn' if config.model.backbone == 'auto' else config.model.backbone  # as resolved()
+  return model_lib.Architecture(backbone, config.model.filter,
+                                'none' if weights == 'previous' else weights)
+
+
+def _warm_start(model: keras.Model, config: config_lib.ModuleConfig, base_model) -> str:
+  """Where training started: 'previous' copies the last blessed model's weights (TFX passes its
+  serving folder as fn_args.base_model), if there is one and its architecture is this one."""
+  if config.model.weights != 'previous':
+    return config.model.weights
+  if not base_model:
+    logging.warning('model.weights=previous: no blessed model yet; training from scratch.')
+    return 'none (no blessed model yet)'
+  return model_lib.copy_weights(model, os.path.join(base_model, export.KERAS_FILE))
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
   """Trains with early stopping, picks the decision threshold on eval, exports for serving."""
   config = config_lib.ModuleConfig.from_custom_config(fn_args.custom_config)
   train = config.train
   strategy = distribute.strategy(train.strategy)  # before any TF work
   policy = distribute.set_precision(train.precision)
-  image_size = config.image.size
+  view = config.image.resolved()
+  arch = _architecture(config)
   keras.utils.set_random_seed(train.seed)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-  train_set = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                       train.batch_size, shuffle=True, seed=train.seed,
+  train_set = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, view,
+                       train.batch_size, training=True, seed=train.seed,
                        shuffle_labels=train.shuffle_labels)
-  eval_set = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                      train.batch_size, shuffle=False, seed=0)
+  eval_set = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, view,
+                      train.batch_size, training=False, seed=0)
 
   hparams = _hparams(fn_args, train)
   with strategy.scope():
-    model = model_lib.build_from_hparams(image_size, hparams)
-  model.summary(print_fn=logging.info)
+    model = model_lib.build_from_hparams(view, arch, hparams)
+    started_from = _warm_start(model, config, fn_args.base_model)
+  model.summary(print_fn=logging.info, expand_nested=True)
 
   batches = _BatchCounter()
   callbacks = [
       batches,
       keras.callbacks.EarlyStopping(
-          monitor='val_loss', patience=train.early_stopping_patience,
+          monitor=train.early_stopping_metric, patience=train.early_stopping_patience,
+          mode='min' if train.early_stopping_metric == 'val_loss' else 'max',
           restore_best_weights=True),
       keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
   ]
@@ -151,7 +186,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                       epochs=train.epochs, callbacks=callbacks, verbose=2)
   fit_seconds = time.monotonic() - started
 
-  model = distribute.float32_copy(model, lambda: model_lib.build_from_hparams(image_size, hparams))
+  model = distribute.float32_copy(
+      model, lambda: model_lib.build_from_hparams(view, arch, hparams, weights='none'))
   labels, probabilities = _predict(model, eval_set)
   threshold = metrics.best_threshold(labels, probabilities, train.threshold_metric)
   logging.info('Decision threshold %.4f (best %s on the eval split).', threshold,
@@ -176,18 +212,23 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
   target = distribute.export_dir(strategy, fn_args.serving_model_dir,
                                  os.path.join(fn_args.model_run_dir, 'worker_exports'))
-  export.export(model, tf_transform_output, target, threshold, image_size,
-               extra_metadata={'hyperparameters': hparams,
-                               'epochs_run': record['epochs_run'],
-                               'threshold_metric': train.threshold_metric})
+  export.export(model, tf_transform_output, target, threshold, view,
+                extra_metadata={'hyperparameters': hparams,
+                                'epochs_run': record['epochs_run'],
+                                'threshold_metric': train.threshold_metric,
+                                'early_stopping_metric': train.early_stopping_metric,
+                                'backbone': arch.backbone, 'filter': arch.filter,
+                                'weights': started_from})
 
 
 class _HyperModel(keras_tuner.HyperModel):
   """The search space: learning rate, width, depth, dropout and augmentation strength."""
 
-  def __init__(self, image_size: int, train: config_lib.TrainConfig):
+  def __init__(self, view: views.View, arch: model_lib.Architecture,
+               train: config_lib.TrainConfig):
     super().__init__()
-    self._image_size = image_size
+    self._view = view
+    self._arch = arch
     self._train = train
 
   def _values(self, hp: keras_tuner.HyperParameters) -> Dict[str, Any]:
@@ -206,7 +247,7 @@ class _HyperModel(keras_tuner.HyperModel):
     return values
 
   def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
-    return model_lib.build_from_hparams(self._image_size, self._values(hp))
+    return model_lib.build_from_hparams(self._view, self._arch, self._values(hp))
 
   def fit(self, hp, model, x, *args, **kwargs):  # pylint: disable=arguments-differ
     return model.fit(augmented(x, self._values(hp)), *args, **kwargs)
@@ -219,21 +260,26 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
   distribute.set_precision(train.precision)  # trials train as the Trainer will
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
   tuner = keras_tuner.RandomSearch(
-      _HyperModel(config.image.size, train),
-      objective=keras_tuner.Objective('val_loss', 'min'),
+      _HyperModel(config.image.resolved(), _architecture(config), train),
+      objective=keras_tuner.Objective(
+          train.early_stopping_metric,
+          'min' if train.early_stopping_metric == 'val_loss' else 'max'),
       max_trials=config.tuner.max_trials,
       seed=train.seed,
       directory=fn_args.working_dir,
       project_name='fakedetect_tuning')
-  train_set = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                       train.batch_size, shuffle=True, seed=train.seed)
-  eval_set = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                      train.batch_size, shuffle=False, seed=0)
+  view = config.image.resolved()
+  train_set = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, view,
+                       train.batch_size, training=True, seed=train.seed)
+  eval_set = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, view,
+                      train.batch_size, training=False, seed=0)
   return tfx.components.TunerFnResult(
       tuner=tuner,
       fit_kwargs={
           'x': train_set,
           'validation_data': eval_set,
           'epochs': config.tuner.epochs_per_trial,
-          'callbacks': [keras.callbacks.EarlyStopping(monitor='val_loss', patience=2)],
+          'callbacks': [keras.callbacks.EarlyStopping(
+              monitor=train.early_stopping_metric, patience=2,
+              mode='min' if train.early_stopping_metric == 'val_loss' else 'max')],
       })

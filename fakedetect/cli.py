@@ -103,9 +103,34 @@ def _build_config(data: str, output: str, settings, no_cache: bool, tune: bool,
   if workers is not None:
     settings.append(f'runner.workers={workers}')
   config = config.with_overrides(settings)
-  problem = config_lib.validate(config)
+  _refuse_invalid(config)
+  return config
+
+
+def _refuse_invalid(config: config_lib.PipelineConfig) -> None:
+  with _output_to(os.devnull):  # a backbone check imports Keras, and TensorFlow's import chatter
+    problem = config_lib.validate(config)
   if problem:
     raise errors.UserError(problem)
+
+
+def _resolve_auto(config: config_lib.PipelineConfig, settings) -> config_lib.PipelineConfig:
+  """Replaces `auto` settings by what suits the folder (pipeline/auto.py), and says so."""
+  from fakedetect.pipeline import auto  # pylint: disable=g-import-not-at-top
+  if not auto.needs_resolving(config):
+    return config
+  try:
+    sides = auto.sample_sides(config.data.data_dir)
+  except Exception as e:  # pylint: disable=broad-except
+    if not config_lib.is_remote(config.data.data_dir):
+      raise  # a local folder's problem is the user's to fix (a LayoutError says how)
+    # A bucket only the platform can read (compile).
+    click.echo(f'auto settings: cannot look at {config.data.data_dir} from here ({e}); using '
+               'the thumbnail recipe. Set image.view and model.backbone to choose.', err=True)
+    sides = []
+  config, applied = auto.resolve(config, settings, sides)
+  click.echo(auto.describe(applied, sides), err=True)
+  _refuse_invalid(config)
   return config
 
 
@@ -150,6 +175,7 @@ def run(data, output, settings, runner_profile, workers, tune, no_cache) -> None
                            'demo-data` first.')
   config = _build_config(data, output, settings, no_cache, tune, runner_profile, workers)
   _check_layout(config.data.data_dir)
+  config = _resolve_auto(config, settings)
   os.makedirs(config.output_dir, exist_ok=True)
   log_path = _log_to_file(config.output_dir)
   click.echo(f'Running pipeline {config.name!r} on {config_lib.location(data)} '
@@ -206,6 +232,7 @@ def compile_command(target, output, pipeline_root, data, image, settings, runner
   settings = [f'runner.pipeline_root={pipeline_root}'] + list(settings)
   config = _build_config(data or f'{pipeline_root.rstrip("/")}/data', pipeline_root, settings,
                          no_cache, tune, runner_profile, workers)
+  config = _resolve_auto(config, settings)
   with _output_to(os.devnull):  # TensorFlow's and TFX's import and compile chatter
     from fakedetect.pipeline import runner  # pylint: disable=g-import-not-at-top
     path = runner.compile_kubeflow_v2(config, output, image)

@@ -166,7 +166,8 @@ def evaluate(data, model, split, perturbations, json_path, predictions_path, bat
 @click.option('--alpha', default=0.45, show_default=True, type=click.FloatRange(0, 1),
               help='Heatmap opacity.')
 def explain(image, model, output, target, alpha) -> None:
-  """Grad-CAM heatmap (last convolution) over IMAGE, written as a PNG."""
+  """Heatmap of the evidence in IMAGE, written as a PNG: Grad-CAM (last convolution) when the
+  model sees the whole image, each native crop's own score for a local-view model."""
   from fakedetect import explain as explain_lib  # pylint: disable=g-import-not-at-top
   model_dir = _find_model(model)
   try:  # refused before it is read if it is too large; explain() checks the rest
@@ -177,7 +178,7 @@ def explain(image, model, output, target, alpha) -> None:
   path = explain_lib.write_overlay(data, result, output or explain_lib.default_output(image),
                                    alpha)
   click.echo(f'{image}: fake_probability {result.fake_probability:.4f} -> {result.label}; '
-             f'Grad-CAM for {result.target!r} on {result.layer}: {path}')
+             f'heatmap for {result.target!r} from {result.layer}: {path}')
 
 
 @click.command('inspect')

@@ -277,6 +277,7 @@ def describe(serving_root: str, name: Optional[str] = None) -> List[Dict[str, An
         'pinned': version.version == pinned,
         'pushed_at': time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(version.pushed_at)),
         'threshold': meta.get('threshold'), 'image_size': meta.get('image_size'),
+        'view': meta.get('view', 'global'), 'backbone': meta.get('backbone', 'cnn'),
         'hyperparameters': meta.get('hyperparameters'),
         'run_id': info.get('run_id'), 'metrics': info.get('metrics', {}),
     })

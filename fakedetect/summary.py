@@ -16,6 +16,7 @@ from tfx.types import artifact_utils
 
 from fakedetect import run_records
 from fakedetect.components import evaluation_results
+from fakedetect.components import views
 from fakedetect.pipeline import config as config_lib
 from fakedetect.pipeline import names
 from fakedetect.pipeline.config import PipelineConfig
@@ -78,6 +79,11 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
       'component_seconds': {node: run.seconds(node) for node in run.node_ids},
       'anomalies': _anomalies(run.artifact(names.EXAMPLE_VALIDATOR, 'anomalies')),
       'eval_split': config.gate.eval_split,
+      'model_input': {'view': config.image.view, 'image_size': config.image.size,
+                      'crop_size': config.image.crop_size,
+                      'native_size': config.image.native_size,
+                      'backbone': config.model.backbone, 'filter': config.model.filter,
+                      'weights': config.model.weights},
       'metrics': {},
       'metrics_by_slice': {},
       'threshold': None,
@@ -163,6 +169,12 @@ def render(summary: Dict[str, Any]) -> str:
       lines.append(f'anomalies in {split}: ' + '; '.join(problems))
   else:
     lines.append('anomalies: none')
+  model_input = summary.get('model_input')
+  if model_input and model_input['view'] in (views.GLOBAL, views.LOCAL, views.BOTH):
+    view = views.View(model_input['view'], model_input['image_size'], model_input['crop_size'],
+                      model_input['native_size'])
+    lines.append(f"model: {model_input['backbone']} backbone, filter {model_input['filter']}, "
+                 f"weights {model_input['weights']}; view {view.name}: {view.describe()}")
   metrics = summary['metrics']
   if metrics:
     shown = ', '.join(f'{name} {metrics[name]:.4f}'

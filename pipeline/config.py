@@ -14,6 +14,7 @@ from fakedetect.components import distribute
 from fakedetect.components import errors
 from fakedetect.components import features
 from fakedetect.components import metrics
+from fakedetect.components import views
 from fakedetect.components.image_example_gen.folders import is_remote
 from fakedetect.pipeline import names
 
@@ -37,7 +38,32 @@ class DataConfig:
 
 @dataclasses.dataclass
 class ImageConfig:
-  size: int = features.DEFAULT_IMAGE_SIZE  # every image is resized to size x size
+  """What the model sees of each image (components/views.py)."""
+  # global (the whole image resized to size x size), local (native crop_size crops of the central
+  # native_size square, never resampled), both, or auto (chosen from the folder: pipeline/auto.py).
+  view: str = views.AUTO
+  size: int = features.DEFAULT_IMAGE_SIZE
+  crop_size: int = 64
+  native_size: int = 256  # caps what is stored per example, whatever a photo's megapixels
+
+  def resolved(self) -> views.View:
+    """The view module code builds. The DAG is built from resolved settings (pipeline/auto.py);
+    an `auto` that reaches here anyway (a config written by hand) is today's global view."""
+    name = views.GLOBAL if self.view == views.AUTO else self.view
+    return views.View(name, self.size, self.crop_size, self.native_size)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+  """The network (components/model.py, components/backbones.py, components/filters.py)."""
+  # cnn (the small CNN), resnet (the project's residual net), any keras.applications name
+  # (ResNet50, EfficientNetB0, ...), or auto (chosen with the view: pipeline/auto.py).
+  backbone: str = 'auto'
+  filter: str = 'none'  # fixed forensic input filter as the first layer: none, npr, highpass
+  # Where training starts: none, imagenet (keras.applications backbones; Keras downloads and
+  # caches the weights once), a weights file (machines without network), or previous (the last
+  # blessed model, through the Trainer's base_model input).
+  weights: str = 'none'
 
 
 @dataclasses.dataclass
@@ -48,7 +74,10 @@ class TrainConfig:
   width: int = 32  # filters of the first conv block; doubles per block
   depth: int = 3  # conv blocks
   dropout: float = 0.3
+  weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay, else Adam
   early_stopping_patience: int = 8
+  # What early stopping (and the Tuner) watch on the eval split: val_loss or val_auc.
+  early_stopping_metric: str = 'val_loss'
   # 'cosine': the learning rate falls from learning_rate along a half cosine over `epochs`;
   # 'constant': it stays at learning_rate.
   lr_schedule: str = 'cosine'
@@ -114,6 +143,7 @@ class ModuleConfig:
   its cache).
   """
   image: ImageConfig = dataclasses.field(default_factory=ImageConfig)
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
   tuner: TunerConfig = dataclasses.field(default_factory=TunerConfig)
 
@@ -183,6 +213,7 @@ class PipelineConfig:
   enable_cache: bool = True
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   image: ImageConfig = dataclasses.field(default_factory=ImageConfig)
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
   tuner: TunerConfig = dataclasses.field(default_factory=TunerConfig)
   gate: GateConfig = dataclasses.field(default_factory=GateConfig)
@@ -208,7 +239,7 @@ class PipelineConfig:
     return dataclasses.asdict(self)
 
   def module_config(self) -> ModuleConfig:
-    return ModuleConfig(image=self.image, train=self.train, tuner=self.tuner)
+    return ModuleConfig(image=self.image, model=self.model, train=self.train, tuner=self.tuner)
 
   def with_overrides(self, overrides: List[str]) -> 'PipelineConfig':
     """Applies `section.field=value` strings, typed by the dataclass fields."""
@@ -340,11 +371,14 @@ def validate(config: PipelineConfig) -> Optional[str]:
     return 'data.train_percent and data.eval_percent must be positive, data.test_percent >= 0.'
   if config.train.batch_size <= 0 or config.train.epochs <= 0:
     return 'train.batch_size and train.epochs must be positive.'
-  if not 8 <= config.image.size <= 1024:
-    return f'image.size={config.image.size} is outside 8..1024.'
+  problem = _image_problem(config.image) or _model_problem(config.model)
+  if problem:
+    return problem
   if config.train.threshold_metric not in metrics.THRESHOLD_METRICS:
     return f'train.threshold_metric must be one of {", ".join(metrics.THRESHOLD_METRICS)}.'
   train = config.train
+  if train.early_stopping_metric not in ('val_loss', 'val_auc'):
+    return "train.early_stopping_metric must be 'val_loss' or 'val_auc'."
   if train.lr_schedule not in ('cosine', 'constant'):
     return "train.lr_schedule must be 'cosine' or 'constant'."
   for name in ('jpeg_fraction', 'blur_fraction', 'color_jitter', 'rotation'):
@@ -363,6 +397,29 @@ def validate(config: PipelineConfig) -> Optional[str]:
     return (f'train.precision={config.train.precision!r} is not one of '
             f'{", ".join(distribute.PRECISIONS)}.')
   return _runner_problem(config)
+
+
+def _image_problem(image: ImageConfig) -> Optional[str]:
+  if image.view not in views.VIEWS:
+    return f'image.view={image.view!r} is not one of {", ".join(views.VIEWS)}.'
+  if not 8 <= image.size <= 1024:
+    return f'image.size={image.size} is outside 8..1024.'
+  if not 16 <= image.native_size <= 2048:
+    return f'image.native_size={image.native_size} is outside 16..2048.'
+  if not 8 <= image.crop_size <= image.native_size:
+    return (f'image.crop_size={image.crop_size} must be at least 8 and at most image.native_size '
+            f'({image.native_size}).')
+  return None
+
+
+def _model_problem(model: ModelConfig) -> Optional[str]:
+  from fakedetect.components import backbones  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import filters  # pylint: disable=g-import-not-at-top
+  if model.filter not in filters.FILTERS:
+    return f'model.filter={model.filter!r} is not one of {", ".join(filters.FILTERS)}.'
+  if model.backbone == 'auto':
+    return None
+  return backbones.check(model.backbone, model.weights)
 
 
 def _runner_problem(config: PipelineConfig) -> Optional[str]:

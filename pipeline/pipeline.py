@@ -21,6 +21,7 @@ from fakedetect.components import robustness
 from fakedetect.components import export
 from fakedetect.components.image_example_gen import ImageExampleGen
 from fakedetect.pipeline import config as config_lib
+from fakedetect.pipeline import auto
 from fakedetect.pipeline import names
 from fakedetect.pipeline.config import PipelineConfig
 
@@ -100,6 +101,7 @@ def _user_code(module_file: str, fn_key: str, fn_path: str, packaged: bool) -> d
 
 def create_components(config: PipelineConfig, packaged_modules: bool = True
                       ) -> List[tfx.types.BaseNode]:
+  config, _ = auto.resolve(config)  # the CLI has resolved it already, saying what it chose
   example_gen = ImageExampleGen(
       data_dir=config_lib.location(config.data.data_dir),
       split_ratios=json.dumps(config.data.split_ratios()),
@@ -121,6 +123,9 @@ def create_components(config: PipelineConfig, packaged_modules: bool = True
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       custom_config=config.module_config().to_custom_config('image'),
+      # Its pre-transform statistics repeat StatisticsGen's; post-transform ones would profile
+      # every pixel (or a serialized native square) as a feature: costly and never read.
+      disable_statistics=True,
       **_user_code(TRANSFORM_MODULE, 'preprocessing_fn', PREPROCESSING_FN, packaged_modules),
   ).with_id(names.TRANSFORM)
   module_config = config.module_config().to_custom_config()
@@ -133,14 +138,6 @@ def create_components(config: PipelineConfig, packaged_modules: bool = True
         custom_config=module_config,
         **_user_code(TRAIN_MODULE, 'tuner_fn', TUNER_FN, packaged_modules),
     ).with_id(names.TUNER)
-  trainer = tfx.components.Trainer(
-      examples=transform.outputs['transformed_examples'],
-      transform_graph=transform.outputs['transform_graph'],
-      schema=schema_gen.outputs['schema'],
-      hyperparameters=tuner.outputs['best_hyperparameters'] if tuner else None,
-      custom_config=module_config,
-      **_user_code(TRAIN_MODULE, 'run_fn', RUN_FN, packaged_modules),
-  ).with_id(names.TRAINER)
   # The baseline is the latest model that passed the whole gate (TFMA and robustness): only the
   # RobustnessGate's blessings count, not the Evaluator's, which robustness may still overrule.
   model_resolver = tfx.dsl.Resolver(
@@ -150,6 +147,18 @@ def create_components(config: PipelineConfig, packaged_modules: bool = True
                                      producer_component_id=names.ROBUSTNESS_GATE,
                                      output_key='blessing'),
   ).with_id(names.RESOLVER)
+  trainer = tfx.components.Trainer(
+      examples=transform.outputs['transformed_examples'],
+      transform_graph=transform.outputs['transform_graph'],
+      schema=schema_gen.outputs['schema'],
+      hyperparameters=tuner.outputs['best_hyperparameters'] if tuner else None,
+      # TFX's continuous training: the last blessed model, when model.weights=previous (only
+      # then, so a new blessing does not invalidate a from-scratch Trainer's cache).
+      base_model=(model_resolver.outputs['model'] if config.model.weights == 'previous'
+                  else None),
+      custom_config=module_config,
+      **_user_code(TRAIN_MODULE, 'run_fn', RUN_FN, packaged_modules),
+  ).with_id(names.TRAINER)
   evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],

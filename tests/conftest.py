@@ -28,9 +28,9 @@ def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
   return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-@pytest.fixture(scope='session')
-def transform_output_dir(tmp_path_factory):
-  """Runs the project's preprocessing_fn through tf.Transform on a handful of real images."""
+def run_transform(root, image_config: dict, rows=None):
+  """The project's preprocessing_fn through tf.Transform on a handful of real images (or `rows`):
+  (transform output dir, transformed rows)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_transform.beam as tft_beam  # pylint: disable=g-import-not-at-top
   from tensorflow_transform.tf_metadata import dataset_metadata  # pylint: disable=g-import-not-at-top
@@ -40,22 +40,27 @@ def transform_output_dir(tmp_path_factory):
   from fakedetect.components import features  # pylint: disable=g-import-not-at-top
   from fakedetect.components import transform  # pylint: disable=g-import-not-at-top
 
-  root = tmp_path_factory.mktemp('transform')
   spec = {
       features.IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string),
       features.LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64),
   }
   metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
-  rows = [{features.IMAGE_KEY: [encode_image(random_image(20 + i, 30, i), 'PNG')],
-           features.LABEL_KEY: [i % 2]} for i in range(6)]
+  rows = rows or [{features.IMAGE_KEY: [encode_image(random_image(20 + i, 30, i), 'PNG')],
+                   features.LABEL_KEY: [i % 2]} for i in range(6)]
   output_dir = str(root / 'transform_output')
   with tft_beam.Context(temp_dir=str(root / 'tmp')):
     (transformed, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
-        lambda inputs: transform.preprocessing_fn(inputs, {'image': {'size': 16}}))
+        lambda inputs: transform.preprocessing_fn(inputs, {'image': image_config}))
     _ = transform_fn | tft_beam.WriteTransformFn(output_dir)
   # The Transform component also records the raw schema; serving reads it from there.
   metadata_io.write_metadata(metadata, os.path.join(output_dir, 'metadata'))
   return output_dir, transformed
+
+
+@pytest.fixture(scope='session')
+def transform_output_dir(tmp_path_factory):
+  """The global view at 16 px, through tf.Transform (tests/serving_helpers.py's models)."""
+  return run_transform(tmp_path_factory.mktemp('transform'), {'view': 'global', 'size': 16})
 
 
 @pytest.fixture(scope='session')

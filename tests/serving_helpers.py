@@ -31,14 +31,18 @@ def build_classifier(seed: int = 1):
   import keras  # pylint: disable=g-import-not-at-top
   from fakedetect.components import model as model_lib  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(seed)
-  return model_lib.build_from_hparams(IMAGE_SIZE, HPARAMS)
+  from fakedetect.components import views  # pylint: disable=g-import-not-at-top
+  return model_lib.build_from_hparams(views.View(views.GLOBAL, IMAGE_SIZE),
+                                      model_lib.Architecture(), HPARAMS)
 
 
 def export(classifier, transform_dir: str, export_dir: str, threshold: float) -> str:
   import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
   from fakedetect.components import export  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import views  # pylint: disable=g-import-not-at-top
   export.export(classifier, tft.TFTransformOutput(transform_dir), export_dir, threshold=threshold,
-               image_size=IMAGE_SIZE, extra_metadata={'hyperparameters': HPARAMS})
+                view=views.View(views.GLOBAL, IMAGE_SIZE),
+                extra_metadata={'hyperparameters': HPARAMS, 'backbone': 'cnn'})
   return export_dir
 
 

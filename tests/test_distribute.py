@@ -102,17 +102,21 @@ def test_a_bfloat16_trained_model_is_exported_as_a_float32_twin(restore_policy):
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from fakedetect.components import model as model_lib  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import views  # pylint: disable=g-import-not-at-top
   hparams = {'learning_rate': 3e-3, 'width': 4, 'depth': 2, 'dropout': 0.1}
-  build = lambda: model_lib.build_from_hparams(16, hparams)
+  build = lambda: model_lib.build_from_hparams(views.View(views.GLOBAL, 16),
+                                               model_lib.Architecture(), hparams)
   distribute.set_precision('mixed_bfloat16')
   mixed = build()
-  assert mixed.layers[1].compute_dtype == 'bfloat16'
+  assert mixed.get_layer(model_lib.GLOBAL_BACKBONE).layers[1].compute_dtype == 'bfloat16'
   images = np.random.default_rng(0).random((32, 16, 16, 3), dtype=np.float32)
   labels = (images.mean(axis=(1, 2, 3)) > 0.5).astype('float32')
   mixed.fit(images, labels, batch_size=8, epochs=2, verbose=0)
   twin = distribute.float32_copy(mixed, build)
   assert twin is not mixed
   assert {layer.compute_dtype for layer in twin.layers} == {'float32'}
+  assert {layer.compute_dtype for layer in twin.get_layer(model_lib.GLOBAL_BACKBONE).layers} == {
+      'float32'}
   assert keras.mixed_precision.global_policy().name == 'float32'
   for a, b in zip(mixed.get_weights(), twin.get_weights()):
     np.testing.assert_array_equal(a, b)

@@ -302,6 +302,7 @@ def test_every_colour_layout_decodes_like_pillow_sees_it(plain):
   stored bytes gives the picture Pillow sees (first frame, alpha dropped), within JPEG loss."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import views  # pylint: disable=g-import-not-at-top
   from fakedetect.components import features  # pylint: disable=g-import-not-at-top
   rows = {row[features.PATH_KEY].decode(): row
           for rows in plain['by_split'].values() for row in rows}
@@ -315,7 +316,7 @@ def test_every_colour_layout_decodes_like_pillow_sees_it(plain):
     else:
       expected = np.asarray(image.convert('RGB'), np.float64) / 255
     height, width = expected.shape[:2]
-    decoded = features.decode_and_resize(tf.constant([stored]), 1)  # shape check only
+    decoded = views.decode_and_resize(tf.constant([stored]), 1)  # shape check only
     assert decoded.shape == (1, 1, 1, 3)
     pixels = tf.io.decode_image(stored, channels=3, dtype=tf.float32,
                                 expand_animations=False).numpy()

@@ -25,7 +25,7 @@ def test_preprocessing_fn_through_tft_resizes_and_scales(transform_output_dir):
 def test_decode_and_resize_handles_modes_and_bit_depths(mode):
   import tensorflow as tf
   from PIL import Image
-  from fakedetect.components import features
+  from fakedetect.components import views
   import io
   grey = np.full((10, 12), 128, np.uint8)
   if mode == 'I;16':
@@ -34,7 +34,7 @@ def test_decode_and_resize_handles_modes_and_bit_depths(mode):
     image = Image.fromarray(grey).convert(mode)
   buffer = io.BytesIO()
   image.save(buffer, format='PNG')
-  out = features.decode_and_resize(tf.constant([buffer.getvalue()]), 8).numpy()
+  out = views.decode_and_resize(tf.constant([buffer.getvalue()]), 8).numpy()
   assert out.shape == (1, 8, 8, 3)
   # Mid-grey stays mid-grey whatever the container's mode or bit depth.
   np.testing.assert_allclose(out, 128 / 255 if mode != 'I;16' else 32768 / 65535, atol=0.01)
@@ -44,7 +44,9 @@ def test_model_builds_and_one_training_step_lowers_loss():
   import keras
   from fakedetect.components import model as model_lib
   keras.utils.set_random_seed(0)
-  model = model_lib.build(16, width=8, depth=2, dropout=0.1, learning_rate=3e-3)
+  from fakedetect.components import views
+  model = model_lib.build(views.View('global', 16), width=8, depth=2, dropout=0.1,
+                          learning_rate=3e-3)
   assert model.output_shape == (None, 1)
   x = np.random.default_rng(0).random((32, 16, 16, 3)).astype('float32')
   y = (x.mean(axis=(1, 2, 3)) > 0.5).astype('float32')
@@ -63,16 +65,18 @@ def exported(transform_output_dir, tmp_path_factory):
   from fakedetect.components import model as model_lib
   from fakedetect.components import export
   keras.utils.set_random_seed(1)
-  model = model_lib.build(16, width=8, depth=2)
+  from fakedetect.components import views
+  model = model_lib.build(views.View('global', 16), width=8, depth=2)
   export_dir = str(tmp_path_factory.mktemp('export') / 'model')
   export.export(model, tft.TFTransformOutput(transform_output_dir[0]), export_dir,
-               threshold=0.37, image_size=16, extra_metadata={'note': 'test'})
+                threshold=0.37, view=views.View('global', 16),
+                extra_metadata={'note': 'test', 'backbone': 'cnn'})
   return export_dir, model
 
 
 def test_serving_default_scores_raw_encoded_images_of_any_size(exported):
   import tensorflow as tf
-  from fakedetect.components import features
+  from fakedetect.components import views
   export_dir, model = exported
   loaded = tf.saved_model.load(export_dir)
   serving = loaded.signatures['serving_default']
@@ -86,7 +90,7 @@ def test_serving_default_scores_raw_encoded_images_of_any_size(exported):
   probs = out['fake_probability'].numpy()
   np.testing.assert_array_equal(out['is_fake'].numpy(), (probs >= 0.37).astype(np.int64))
   # Same numbers as the Keras model on the same preprocessing: no train/serve skew.
-  direct = model(features.decode_and_resize(tf.constant(images), 16), training=False)
+  direct = model(views.decode_and_resize(tf.constant(images), 16), training=False)
   np.testing.assert_allclose(probs, np.ravel(direct), atol=1e-5)
 
 

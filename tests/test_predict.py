@@ -69,10 +69,10 @@ def test_expand_paths_walks_folders_and_globs_and_reports_what_names_nothing(ima
 def test_every_hostile_file_gets_a_reason_and_good_ones_match_serving_default(pushed, image_dir):
   import tensorflow as tf
   from fakedetect import predict
-  from fakedetect.components import image_checks, scoring
+  from fakedetect.components import image_checks, scoring, views
   root, good, bad = image_dir
   scorer = scoring.Scorer(pushed['versions'][NEW])
-  assert scorer.threshold == pytest.approx(0.63) and scorer.image_size == 16
+  assert scorer.threshold == pytest.approx(0.63) and scorer.view == views.View('global', 16)
   paths = predict.expand_paths([str(root)])
   rows = {os.path.relpath(r['path'], root): r for r in predict.predict(
       scorer, paths, batch_size=3, limits=image_checks.Limits(**LIMITS))}

@@ -86,7 +86,9 @@ def test_signatures_take_and_give_what_the_readme_promises(loaded):
       'serving_tf_example': ({'examples': (tf.string, [None])},
                              {'fake_probability': (tf.float32, [None]),
                               'is_fake': (tf.int64, [None])}),
-      'metadata': ({}, {'threshold': (tf.float32, []), 'image_size': (tf.int64, []),
+      'metadata': ({}, {'threshold': (tf.float32, []), 'view': (tf.string, []),
+                        'image_size': (tf.int64, []), 'crop_size': (tf.int64, []),
+                        'native_size': (tf.int64, []), 'backbone': (tf.string, []),
                         'label_names': (tf.string, [2])}),
   }
   assert set(loaded.signatures) == set(expected) | {'transform_features'}
@@ -105,6 +107,7 @@ def test_threshold_and_image_size_are_readable_from_the_model(pushed, loaded):
   meta = loaded.signatures['metadata']()
   assert float(meta['threshold']) == pytest.approx(0.63)
   assert int(meta['image_size']) == helpers.IMAGE_SIZE
+  assert meta['view'].numpy() == b'global' and meta['backbone'].numpy() == b'cnn'
   assert [v.decode() for v in meta['label_names'].numpy()] == ['real', 'fake']
   on_disk = export.read_metadata(pushed['versions'][NEW])
   assert on_disk['threshold'] == pytest.approx(0.63) and on_disk['image_size'] == 16
@@ -112,9 +115,9 @@ def test_threshold_and_image_size_are_readable_from_the_model(pushed, loaded):
 
 def test_rest_row_and_columnar_requests_give_the_models_own_answer(pushed, loaded):
   import tensorflow as tf
-  from fakedetect.components import features
+  from fakedetect.components import views
   images = helpers.sample_images()
-  direct = np.ravel(pushed['classifier'](features.decode_and_resize(tf.constant(images), 16),
+  direct = np.ravel(pushed['classifier'](views.decode_and_resize(tf.constant(images), 16),
                                          training=False))
   signature = loaded.signatures['serving_default']
   # What `curl -d '{"instances": [{"b64": "..."}]}' .../v1/models/fakedetect:predict` sends.

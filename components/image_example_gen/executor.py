@@ -7,7 +7,7 @@ payload_format, file_format), so StatisticsGen, Transform, Trainer and Evaluator
 
 The bytes go into the example untouched: a generator's traces live in compression artefacts and
 metadata that a re-encode would erase. A file is kept only if TensorFlow decodes it the way
-training will (`features.decode_and_resize`), so a file that passes here cannot fail a training
+training will (`views.decode_and_resize`), so a file that passes here cannot fail a training
 step later.
 """
 

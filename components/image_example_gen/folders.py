@@ -172,3 +172,10 @@ def open_text(path: str):
     with fileio.open(path, 'rb') as f:
       return io.StringIO(f.read().decode('utf-8-sig'), newline='')
   return open(path, newline='', encoding='utf-8-sig')
+
+
+def open_binary(path: str):
+  if is_remote(path):
+    from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
+    return fileio.open(path, 'rb')
+  return open(path, 'rb')
