@@ -74,7 +74,7 @@ def main() -> None:
 
 @main.command('demo-data')
 @click.argument('out_dir', default=DEFAULT_DEMO_DIR, type=click.Path(file_okay=False))
-@click.option('--per-class', default=300, show_default=True, help='Images per class.')
+@click.option('--per-class', default=200, show_default=True, help='Images per class.')
 @click.option('--seed', default=0, show_default=True)
 @click.option('--no-broken', is_flag=True, help='Leave out the deliberately broken files.')
 def demo_data(out_dir: str, per_class: int, seed: int, no_broken: bool) -> None:

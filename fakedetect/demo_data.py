@@ -6,14 +6,19 @@ label information. Only how the pixels were made differs, as in the real problem
 
 * ``real/camera_*``: rendered at full resolution, then a camera model (Bayer mosaic,
   signal-dependent sensor noise, bilinear demosaic).
-* ``fake/nearest_upsampler``: rendered at a low native resolution, nearest-neighbour up-sampled.
+* ``fake/nearest_upsampler``: rendered at 1/2-1/4 of the size, nearest-neighbour up-sampled.
 * ``fake/transposed_conv``: rendered at a quarter of the size, then two stride-2 zero-insertion +
   fixed-kernel layers whose even and odd phases have unequal gain: the checkerboard of stacked
   transposed convolutions.
 
-Fakes carry no sensor noise. Trace strengths are tuned so a small CNN separates the classes after
-``features.decode_and_resize(..., 32)``, the only view the model ever gets, within a few epochs.
-Pure numpy + Pillow: generating must not pay TensorFlow's import time.
+Fakes carry no sensor noise. Files are 96-384 px on the longer side (log-uniform: as many of
+96-192 px as of 192-384 px) in four aspect ratios, either orientation, as a user's folder is. The
+pipeline may look at native-resolution crops (the `local` view) or at the whole image resized (the
+`global` view), so trace strengths are tuned on native pixels: a small CNN separates the classes on
+random native 64x64 crops within a few epochs, and the whole image resized to 64 px keeps a weaker
+trace (the sensor noise, averaged; the up-samplers' patterns only in the smaller files).
+Pure numpy + Pillow: generating must not pay TensorFlow's import time (about 13 ms of one core a
+file, 8 s for 300 per class).
 """
 
 import io
@@ -28,27 +33,28 @@ from fakedetect.components import errors
 
 REAL_SOURCES = ('camera_a', 'camera_b')
 FAKE_SOURCES = ('nearest_upsampler', 'transposed_conv')
-MIN_SIDE, MAX_SIDE = 32, 64
+LONGER_SIDE = (96, 384)  # inclusive
+ASPECT_RATIOS = (1.0, 5 / 4, 4 / 3, 3 / 2)  # longer / shorter side
+MIN_SIDE, MAX_SIDE = round(LONGER_SIDE[0] / max(ASPECT_RATIOS)), LONGER_SIDE[1]  # any side
 PNG_FRACTION = 0.4
 JPEG_QUALITY_RANGE = (85, 95)  # inclusive
 MARKER_NAME = '.fakedetect_demo.json'
 _MARKER_KIND = 'fakedetect-demo-data'
 _MARKER_VERSION = 1
 
-# Camera noise model: variance = gain * (shot * signal + read), signal in [0, 1]; about 0.08-0.1
-# std at mid-grey, a noisy small-sensor camera. Weaker noise is averaged away by the resize to 32
-# and the JPEG encoder before a small CNN can pick it up in a few epochs.
+# Camera noise model: variance = gain * (shot * signal + read), signal in [0, 1]; about 0.05-0.08
+# std at mid-grey, a small-sensor camera at a high ISO: strong enough that a 384 px file resized to
+# 64 px (a 6x6 average) still keeps a trace of it.
 _CAMERAS = {
-    'camera_a': {'shot': 0.0128, 'read': 0.00064, 'cfa_offset': (0, 0)},
-    'camera_b': {'shot': 0.0176, 'read': 0.00096, 'cfa_offset': (1, 0)},
+    'camera_a': {'shot': 0.0064, 'read': 0.00032, 'cfa_offset': (0, 0)},
+    'camera_b': {'shot': 0.0088, 'read': 0.00048, 'cfa_offset': (1, 0)},
 }
 # Phase-gain imbalance of the transposed-conv kernel (0 would be a clean bilinear up-sampler); kept
 # small so the checkerboard is a trace to find, not a pattern visible at a glance.
 _TCONV_IMBALANCE = 0.06
 _TCONV_LAYERS = 2
-# Longer side of the nearest-neighbour generator's native render (non-integer factors, so blocks
-# are irregular).
-_NEAREST_NATIVE_SIDE = (10.0, 16.0)
+# Up-sampling factor of the nearest-neighbour generator (non-integer, so blocks are irregular).
+_NEAREST_FACTOR = (2.0, 4.0)
 
 # Scene texture: 1/f^beta exponent and amplitude. Smooth enough that fine detail does not drown
 # the sensor noise, the one trace every real image has.
@@ -99,12 +105,13 @@ def _pink_noise(rng: np.random.Generator, h: int, w: int, beta: float) -> np.nda
 
 
 def _render(scene: dict, h: int, w: int) -> np.ndarray:
-  """float [h, w, 3] in [0, 1]; edges anti-aliased over about one pixel of the render size."""
-  ys = ((np.arange(h) + 0.5) / h)[:, None]
-  xs = ((np.arange(w) + 0.5) / w)[None, :]
+  """float32 [h, w, 3] in [0, 1]; edges anti-aliased over about one pixel of the render size.
+  float32 and in-place blending because rendering is most of the generation time at real sizes."""
+  ys = ((np.arange(h, dtype=np.float32) + 0.5) / h)[:, None]
+  xs = ((np.arange(w, dtype=np.float32) + 0.5) / w)[None, :]
   c, s = np.cos(scene['angle']), np.sin(scene['angle'])
   t = np.clip(((xs - 0.5) * c + (ys - 0.5) * s) / (abs(c) + abs(s)) + 0.5, 0.0, 1.0)[..., None]
-  img = scene['c0'] * (1.0 - t) + scene['c1'] * t
+  img = scene['c0'].astype(np.float32) + (scene['c1'] - scene['c0']).astype(np.float32) * t
 
   for shape in scene['shapes']:
     dx, dy = xs - shape['centre'][0], ys - shape['centre'][1]
@@ -117,11 +124,10 @@ def _render(scene: dict, h: int, w: int) -> np.ndarray:
       d = np.sqrt(u * u + v * v) if shape['kind'] == 'ellipse' else np.maximum(abs(u), abs(v))
       pixels_per_radius = min(shape['radii'][0] * w, shape['radii'][1] * h)
       cover = np.clip((1.0 - d) * pixels_per_radius + 0.5, 0.0, 1.0)
-    a = (shape['alpha'] * cover)[..., None]
-    img = img * (1.0 - a) + shape['colour'] * a
+    img += (shape['alpha'] * cover)[..., None] * (shape['colour'].astype(np.float32) - img)
 
   tex = _pink_noise(np.random.default_rng(scene['tex_seed']), h, w, scene['tex_beta'])
-  img = img + scene['tex_amp'] * tex[..., None] * scene['tex_tint']
+  img += (scene['tex_amp'] * tex[..., None] * scene['tex_tint']).astype(np.float32)
   return np.clip(img, 0.0, 1.0)
 
 
@@ -157,10 +163,10 @@ def _camera(img: np.ndarray, rng: np.random.Generator, camera: str) -> np.ndarra
 
 
 def _nearest_upsampler(scene: dict, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-  """Renders at a native resolution independent of the requested size, as a generator with a fixed
-  output size would, so blocks stay >= 2 pixels wide even after the resize to 32."""
-  low_side = rng.uniform(*_NEAREST_NATIVE_SIDE)
-  scale = low_side / max(h, w)
+  """Renders at 1/2-1/4 of the file's size and repeats pixels up to it, as a generator whose output
+  was enlarged for display: blocks of 2-4 pixels in native crops, a pixel or more after the resize
+  of the smaller files to 64."""
+  scale = 1.0 / rng.uniform(*_NEAREST_FACTOR)
   lh, lw = max(4, int(round(h * scale))), max(4, int(round(w * scale)))
   low = _render(scene, lh, lw)
   iy = np.minimum((np.arange(h) * lh) // h, lh - 1)
@@ -185,8 +191,8 @@ def _tconv_up(x: np.ndarray, axis: int) -> np.ndarray:
 
 def _transposed_conv(scene: dict, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
   """Stacked stride-2 layers with unequal even/odd gain (mean kept) leave checkerboards of period
-  2 and 4. The period-4 one is what survives the resize of a 64-pixel image to 32, which averages
-  the period-2 one away."""
+  2 and 4, both in native crops; the resize of a whole image to 64 px averages the period-2 one
+  away and keeps part of the period-4 one only in the smaller files."""
   factor = 2**_TCONV_LAYERS
   margin = 2  # low-res pixels, so the padded borders are cropped away
   big = _render(scene, -(-h // factor) + 2 * margin, -(-w // factor) + 2 * margin)
@@ -229,7 +235,10 @@ def _specs(per_class: int, rng: np.random.Generator) -> List[Spec]:
   rng.shuffle(formats)
   specs = []
   for fmt in formats:
-    h, w = (int(v) for v in rng.integers(MIN_SIDE, MAX_SIDE + 1, 2))
+    log_side = rng.uniform(np.log(LONGER_SIDE[0]), np.log(LONGER_SIDE[1] + 1))
+    longer = min(int(np.exp(log_side)), LONGER_SIDE[1])
+    shorter = round(longer / ASPECT_RATIOS[int(rng.integers(len(ASPECT_RATIOS)))])
+    h, w = (longer, shorter) if rng.integers(2) else (shorter, longer)
     quality = int(rng.integers(JPEG_QUALITY_RANGE[0], JPEG_QUALITY_RANGE[1] + 1))
     specs.append((h, w, str(fmt), quality if fmt == 'jpeg' else 0))
   return specs
@@ -253,7 +262,7 @@ def _plan(per_class: int, seed: int) -> List[Tuple[str, str, str, Spec, int]]:
 def _broken_files(seed: int) -> Dict[str, bytes]:
   """The failure modes a scraped folder really has: empty, mislabelled, cut-off downloads."""
   rng = np.random.default_rng([seed, 3])
-  spec: Spec = (48, 48, 'jpeg', 90)
+  spec: Spec = (96, 128, 'jpeg', 90)
   jpeg = _encode(_make_pixels('real', 'camera_b', spec, rng), 'jpeg', 90)
   png = _encode(_make_pixels('fake', 'transposed_conv', spec, rng), 'png', 0)
   start_of_scan = jpeg.find(b'\xff\xda')
@@ -331,7 +340,7 @@ def _write_marker(out_dir: str, seed: int, per_class: int, files: List[str], com
                 (json.dumps(marker, indent=1, sort_keys=True) + '\n').encode('utf-8'))
 
 
-def generate(out_dir: str, per_class: int = 300, seed: int = 0, broken: bool = True,
+def generate(out_dir: str, per_class: int = 200, seed: int = 0, broken: bool = True,
              progress: bool = False) -> dict:
   """Writes the demo set to out_dir/{real,fake}/<source>/ and returns a summary.
 

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from fakedetect.components import features
+from fakedetect.components import views
 from fakedetect import demo_data as demo
 
 PER_CLASS = 30
@@ -88,23 +89,33 @@ def test_formats_and_sizes_carry_no_label(demo_set):
     for rel, fmt, width, height, _ in items:
       assert (fmt == 'JPEG') == rel.endswith('.jpg'), rel
       assert demo.MIN_SIDE <= width <= demo.MAX_SIDE and demo.MIN_SIDE <= height <= demo.MAX_SIDE
+      assert demo.LONGER_SIDE[0] <= max(width, height) <= demo.LONGER_SIDE[1], rel
+      ratio = max(width, height) / min(width, height)
+      assert min(abs(ratio - r) for r in demo.ASPECT_RATIOS) < 0.02, (rel, ratio)
   sizes = {label: sorted((r[2], r[3]) for r in items) for label, items in per_class.items()}
   assert sizes['real'] == sizes['fake'], 'both classes must share one size distribution'
   assert len(set(sizes['real'])) > PER_CLASS // 2, 'sizes should vary'
   assert any(w != h for w, h in sizes['real']), 'not all square'
+  assert any(w > h for w, h in sizes['real']) and any(w < h for w, h in sizes['real']), 'both ways'
+  longer = [max(size) for size in sizes['real']]
+  assert min(longer) < 160 and max(longer) > 256, 'small and large files, as a user folder has'
   brightness = {label: np.mean([r[4] for r in items]) for label, items in per_class.items()}
   assert abs(brightness['real'] - brightness['fake']) < 0.08, brightness
 
 
 def test_every_good_file_decodes_with_the_pipeline_preprocessing(demo_set):
+  """Both views' decoders: the whole image resized, and the native square the crops come from."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   _, summary, files = demo_set
   good = [data for rel, data in sorted(files.items()) if rel not in summary['broken']]
   assert len(good) == 2 * PER_CLASS
-  images = features.decode_and_resize(tf.constant(good), features.DEFAULT_IMAGE_SIZE).numpy()
+  images = views.decode_and_resize(tf.constant(good), features.DEFAULT_IMAGE_SIZE).numpy()
   assert images.shape == (2 * PER_CLASS, features.DEFAULT_IMAGE_SIZE, features.DEFAULT_IMAGE_SIZE,
                           features.CHANNELS)
   assert images.min() >= 0.0 and images.max() <= 1.0 and images.std() > 0.05
+  native = views.native_square(tf.constant(good), demo.MAX_SIDE).numpy()
+  assert native.shape == (2 * PER_CLASS, demo.MAX_SIDE, demo.MAX_SIDE, features.CHANNELS)
+  assert native.dtype == np.uint8 and native.std() > 0.05 * 255
 
 
 def test_broken_files_are_really_broken(demo_set):
@@ -128,8 +139,15 @@ def test_broken_can_be_turned_off(tmp_path):
   assert len(_files(summary['out_dir'])) == 8
 
 
+def _residual(img):
+  """Median high-pass (Laplacian) energy of a grey image: sensor noise shows up here."""
+  lap = 4 * img[1:-1, 1:-1] - img[:-2, 1:-1] - img[2:, 1:-1] - img[1:-1, :-2] - img[1:-1, 2:]
+  return float(np.median(np.abs(lap)))
+
+
 def test_traces_differ_between_classes(demo_set):
-  """Guards the point of the data set: reals are noisy, fakes are up-sampled (clean, periodic)."""
+  """Guards the point of the data set on native pixels, what the local view's crops see: reals
+  are noisy, fakes are up-sampled (clean, periodic)."""
   _, summary, files = demo_set
   broken = set(summary['broken'])
 
@@ -141,15 +159,11 @@ def test_traces_differ_between_classes(demo_set):
           out.append(np.asarray(im.convert('L'), np.float64) / 255.0)
     return out
 
-  def residual(img):  # high-pass energy: sensor noise shows up here
-    lap = 4 * img[1:-1, 1:-1] - img[:-2, 1:-1] - img[2:, 1:-1] - img[1:-1, :-2] - img[1:-1, 2:]
-    return float(np.median(np.abs(lap)))
-
-  real = [residual(x) for x in pixels('real' + os.sep)]
+  real = [_residual(x) for x in pixels('real' + os.sep)]
   nearest = pixels(os.path.join('fake', 'nearest_upsampler') + os.sep)
   tconv = pixels(os.path.join('fake', 'transposed_conv') + os.sep)
   assert real and nearest and tconv
-  assert np.median(real) > 2 * np.median([residual(x) for x in nearest + tconv])
+  assert np.median(real) > 2 * np.median([_residual(x) for x in nearest + tconv])
   # Nearest-neighbour up-sampling repeats pixels: most neighbours are exactly equal.
   assert np.mean([np.mean(np.diff(x, axis=1) == 0) for x in nearest]) > 0.4
   # The transposed convolution leaves a peak in the spectrum at a period of 4 pixels.
@@ -159,6 +173,19 @@ def test_traces_differ_between_classes(demo_set):
     quarter = round(x.shape[1] / 4)
     peak.append(spectrum[quarter] / np.median(spectrum[quarter - 4:quarter + 5]))
   assert np.median(peak) > 2
+
+
+def test_the_global_view_keeps_a_trace(demo_set):
+  """The whole image resized to 64 px (the global view) still shows the reals' sensor noise."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  _, summary, files = demo_set
+  residuals = {}
+  for label in ('real', 'fake'):
+    good = [data for rel, data in sorted(files.items())
+            if rel.startswith(label + os.sep) and rel not in summary['broken']]
+    grey = views.decode_and_resize(tf.constant(good), 64).numpy().mean(axis=-1)
+    residuals[label] = np.median([_residual(x) for x in grey])
+  assert residuals['real'] > 2 * residuals['fake'], residuals
 
 
 def test_refuses_a_foreign_non_empty_directory(tmp_path):
