@@ -29,11 +29,14 @@ THUMBNAILS: Dict[str, str] = {
     'model.backbone': 'cnn',
 }
 # Measured on faces-stylegan-256 (README, Results): the CIFAKE recipe's JPEG / blur / colour
-# augmentation and early stopping on loss cost several points of AUC on content-matched photos.
+# augmentation and early stopping on loss cost several points of AUC on content-matched photos;
+# the residual net on 128 px matched a 4-block CNN on 64 px (AUC 0.827 against 0.834) in 2.2x less
+# pipeline time (736 s against 1,650 s on 2 cores).
 PHOTOS: Dict[str, str] = {
     'image.view': views.GLOBAL,
-    'image.size': '64',
-    'model.backbone': 'cnn',
+    'image.size': '128',
+    'model.backbone': 'resnet',
+    'train.width': '16',
     'train.depth': '4',
     'train.learning_rate': '0.001',
     'train.weight_decay': '0.0001',

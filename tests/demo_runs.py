@@ -15,11 +15,11 @@ import sys
 from fakedetect.pipeline import names
 
 FAKEDETECT = [sys.executable, '-m', 'fakedetect']
-# 150 images per class and 10 epochs: the good model clears ~0.9 accuracy, far from the
+# 150 images per class and 25 epochs: the good model clears ~0.9 accuracy, far from the
 # shuffled model's ~0.5, so the change-threshold test does not hang on a coin flip.
 PER_CLASS = 150
 NO_BARS = ['--set', 'gate.min_precision=0', '--set', 'gate.min_recall=0']
-GOOD = ['--set', 'train.epochs=10'] + NO_BARS
+GOOD = ['--set', 'train.epochs=25'] + NO_BARS
 SHUFFLED = ['--set', 'train.epochs=1', '--set', 'train.shuffle_labels=true']
 RUNS = {
     'good': GOOD,
