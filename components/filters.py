@@ -45,13 +45,14 @@ def channels(name: str, input_channels: int = 3) -> int:
   return input_channels * _SRM_KERNELS.shape[-1] if name == 'highpass' else input_channels
 
 
-def layer(name: str) -> Optional[keras.layers.Layer]:
-  """The filter layer called `name`, or None for 'none' (the model sees the pixels)."""
+def layer(name: str, layer_name: Optional[str] = None) -> Optional[keras.layers.Layer]:
+  """The filter `name` as a layer named `layer_name` (default `<name>_filter`), or None for
+  'none' (the model sees the pixels)."""
   _check_name(name)
   if name == 'npr':
-    return NearestNeighbourResidual(name='npr_filter')
+    return NearestNeighbourResidual(name=layer_name or 'npr_filter')
   if name == 'highpass':
-    return SRMHighPass(name='highpass_filter')
+    return SRMHighPass(name=layer_name or 'highpass_filter')
   return None
 
 

@@ -72,9 +72,7 @@ class CropFeatures(keras.layers.Layer):
 
 def _branch(side: int, arch: Architecture, width: int, depth: int, prefix: str):
   """(filter layer or None, backbone model) for one view's input of side x side pixels."""
-  layer = filters.layer(arch.filter)
-  if layer is not None:
-    layer.name = f'{prefix}_filter'
+  layer = filters.layer(arch.filter, f'{prefix}_filter')
   channels = filters.channels(arch.filter, features.CHANNELS)
   backbone = backbones.build(arch.backbone, (side, side, channels), width, depth,
                              weights=arch.weights, model_name=f'{prefix}_backbone')

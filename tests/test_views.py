@@ -119,3 +119,23 @@ def test_the_transform_stores_bounded_bytes_whatever_the_megapixels(tmp_path):
                                             'native_size': NATIVE}, rows)
   sizes = [len(np.ravel(row[views.NATIVE_KEY])[0]) for row in transformed]
   assert sizes[0] == sizes[1] and sizes[0] < NATIVE * NATIVE * 3 + 64
+
+
+@pytest.mark.parametrize('name', ['local', 'both'])
+def test_explain_agrees_with_serving_for_each_view(view_exports, name, tmp_path):
+  """Grad-CAM on the global branch (both), each crop's own score on the grid (local); the
+  classifier explained scores the image as serving_default does, or explain refuses."""
+  from fakedetect import explain
+  export_dir, _, view = view_exports[name]
+  image = encode_image(random_image(70, 90, 9), 'PNG')
+  result = explain.explain(export_dir, image)
+  side = len(view.grid())
+  if name == 'local':
+    assert result.layer == 'crop grid' and result.heatmap.shape == (side, side)
+    assert result.square == NATIVE
+  else:
+    assert result.heatmap.ndim == 2 and result.square is None
+  assert 0 <= result.heatmap.min() and result.heatmap.max() <= 1
+  path = explain.write_overlay(image, result, str(tmp_path / 'x.png'))
+  from PIL import Image
+  assert Image.open(path).size == (256, 199)  # drawn at least 256 px on the longer side
