@@ -3,6 +3,7 @@ and the bars it was judged against, for the run summary, `fakedetect inspect` an
 """
 
 import json
+import math
 import os
 from typing import Dict, List
 
@@ -77,6 +78,9 @@ def _describe_failure(failure) -> str:
     return (f'{name} changed by {value:+.4f} against the last blessed model; '
             f'the most it may drop is {-bound:.4f}')
   bounds = threshold.value_threshold
+  if bounds.HasField('lower_bound') and math.isnan(value):
+    return (f'{name} is undefined on this split (for precision: the model called no image fake) '
+            f'and cannot clear the bar {bounds.lower_bound.value:g}')
   if bounds.HasField('lower_bound') and value < bounds.lower_bound.value:
     return (f'{name} {value:.4f} is below the bar {bounds.lower_bound.value:g} '
             f'(short by {bounds.lower_bound.value - value:.4f})')

@@ -52,6 +52,8 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                                          threshold=threshold)]
 
   def lower_bound(value: float):
+    if value <= 0:  # no bar; TFMA would still fail an undefined value (NaN precision)
+      return []
     return overall_only(tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={'value': value})))
 

@@ -117,3 +117,22 @@ def test_confident_mistakes_are_the_surest_wrong_verdicts_per_class():
   assert mistakes['fake'][0] == {'path': '4.png', 'source': 'gen', 'fake_probability': 0.05}
   assert robustness.confident_mistakes(rows, probabilities, decisions, per_class=1)['real'] == [
       mistakes['real'][0]]
+
+
+def test_a_bar_of_zero_is_no_bar_and_an_undefined_metric_is_said_in_words():
+  """A model that calls no image fake has no precision (NaN): with the bar at 0 it must pass
+  (TFMA would fail NaN against any bound), with a bar the refusal says what happened."""
+  from tensorflow_model_analysis.proto import validation_result_pb2
+  from fakedetect.components import evaluation_results
+  from fakedetect.pipeline import config as config_lib, pipeline
+  config = config_lib.PipelineConfig().with_overrides(['gate.min_precision=0'])
+  specs = {m.class_name: m for m in pipeline.eval_config(config).metrics_specs[0].metrics}
+  assert not specs['Precision'].per_slice_thresholds
+  assert specs['Recall'].per_slice_thresholds  # the default bar, 0.8
+  failure = validation_result_pb2.ValidationFailure()
+  failure.metric_key.name = 'precision'
+  failure.metric_value.double_value.value = float('nan')
+  failure.metric_threshold.value_threshold.lower_bound.value = 0.99
+  assert evaluation_results._describe_failure(failure) == (  # pylint: disable=protected-access
+      'precision is undefined on this split (for precision: the model called no image fake) '
+      'and cannot clear the bar 0.99')

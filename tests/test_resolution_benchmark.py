@@ -27,7 +27,8 @@ def _summary(view, accuracy, pushed=True):
 def test_arguments_refuse_unknown_configs_and_missing_folders(tmp_path, capsys):
   with pytest.raises(SystemExit):
     resolution.parse_args(['--data', str(tmp_path), '--configs', 'global-32-cnn', 'nope'])
-  assert 'unknown configuration(s) nope; known: auto, global-32-cnn' in capsys.readouterr().err
+  known = ', '.join(resolution.CONFIGS)
+  assert f'unknown configuration(s) nope; known: {known}' in capsys.readouterr().err
   with pytest.raises(SystemExit):
     resolution.parse_args(['--data', str(tmp_path), '--also', str(tmp_path / 'missing')])
   assert f'--also {tmp_path / "missing"}: not a folder' in capsys.readouterr().err
