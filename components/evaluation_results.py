@@ -64,7 +64,7 @@ def validation_failures(uri: str) -> List[str]:
     for failure in per_slice.failures:
       reasons.append(_describe_failure(failure))
   if result.missing_thresholds:
-    reasons.append(f'missing thresholds: {len(result.missing_thresholds)}')
+    reasons.append('the gate has no thresholds (TFMA blesses nothing without one)')
   return reasons
 
 

@@ -66,7 +66,9 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             absolute={'value': -max_drop})))
 
   metrics = [
-      tfma.MetricConfig(class_name='ExampleCount'),
+      # Always one bar (TFMA refuses to bless when a run has none: a first run's change bars are
+      # dropped for want of a baseline): the split is not empty.
+      tfma.MetricConfig(class_name='ExampleCount', per_slice_thresholds=lower_bound(1)),
       tfma.MetricConfig(class_name='BinaryAccuracy',
                         per_slice_thresholds=no_regression(gate.max_accuracy_drop)),
       tfma.MetricConfig(class_name='Precision',

@@ -129,6 +129,7 @@ def test_a_bar_of_zero_is_no_bar_and_an_undefined_metric_is_said_in_words():
   specs = {m.class_name: m for m in pipeline.eval_config(config).metrics_specs[0].metrics}
   assert not specs['Precision'].per_slice_thresholds
   assert specs['Recall'].per_slice_thresholds  # the default bar, 0.8
+  assert specs['ExampleCount'].per_slice_thresholds  # the one bar always there
   failure = validation_result_pb2.ValidationFailure()
   failure.metric_key.name = 'precision'
   failure.metric_value.double_value.value = float('nan')
