@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.pipeline]
 FAKEDETECT = [sys.executable, '-m', 'fakedetect']
 # Small enough for CI, large enough that a real CNN clears the default bars on the demo task.
 PER_CLASS = 300
-COMMON = ['--set', 'train.epochs=30', '--set', 'train.early_stopping_patience=10']
+COMMON = ['--set', 'train.epochs=20', '--set', 'train.early_stopping_patience=8']
 
 
 def _run(data, output, *extra, check=True):
