@@ -72,7 +72,7 @@ def run(model_dir: str, size: int, batch: int, seconds: float, repeats: int):
   loaded = tf.saved_model.load(model_dir)
   serving = loaded.signatures[export.SERVING_SIGNATURE]
   metadata = loaded.signatures[export.METADATA_SIGNATURE]()
-  view = views.from_metadata({k: v.numpy() for k, v in metadata.items() if v.shape == []})
+  view = views.from_metadata(metadata)
   image_size = view.size
   classifier = explain.load_classifier(model_dir)
   encoded = tf.constant(jpegs(batch, size))

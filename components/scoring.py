@@ -48,7 +48,7 @@ class Scorer:
     self._serve = self.saved_model.signatures[export.SERVING_SIGNATURE]
     metadata = self.saved_model.signatures[export.METADATA_SIGNATURE]()
     self.threshold = float(metadata['threshold'])
-    self.view = views.from_metadata({k: v.numpy() for k, v in metadata.items() if v.shape == []})
+    self.view = views.from_metadata(metadata)
 
   def score(self, images: Sequence[bytes], batch_size: int = 64
             ) -> Tuple[np.ndarray, np.ndarray]:

@@ -131,8 +131,7 @@ def _plot_curves(history: Dict[str, List[float]], path: str) -> None:
 def _architecture(config: config_lib.ModuleConfig) -> model_lib.Architecture:
   """The configured network; 'previous' weights are loaded after building (`_warm_start`)."""
   weights = config.model.weights
-  backbone = 'cnn' if config.model.backbone == 'auto' else config.model.backbone  # as resolved()
-  return model_lib.Architecture(backbone, config.model.filter,
+  return model_lib.Architecture(config.model.resolved_backbone(), config.model.filter,
                                 'none' if weights == 'previous' else weights)
 
 
@@ -174,7 +173,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
       batches,
       keras.callbacks.EarlyStopping(
           monitor=train.early_stopping_metric, patience=train.early_stopping_patience,
-          mode='min' if train.early_stopping_metric == 'val_loss' else 'max',
+          mode=config_lib.EARLY_STOPPING_MODES[train.early_stopping_metric],
           restore_best_weights=True),
       keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
   ]
@@ -259,11 +258,10 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
   train = config.train
   distribute.set_precision(train.precision)  # trials train as the Trainer will
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
+  direction = config_lib.EARLY_STOPPING_MODES[train.early_stopping_metric]
   tuner = keras_tuner.RandomSearch(
       _HyperModel(config.image.resolved(), _architecture(config), train),
-      objective=keras_tuner.Objective(
-          train.early_stopping_metric,
-          'min' if train.early_stopping_metric == 'val_loss' else 'max'),
+      objective=keras_tuner.Objective(train.early_stopping_metric, direction),
       max_trials=config.tuner.max_trials,
       seed=train.seed,
       directory=fn_args.working_dir,
@@ -280,6 +278,5 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
           'validation_data': eval_set,
           'epochs': config.tuner.epochs_per_trial,
           'callbacks': [keras.callbacks.EarlyStopping(
-              monitor=train.early_stopping_metric, patience=2,
-              mode='min' if train.early_stopping_metric == 'val_loss' else 'max')],
+              monitor=train.early_stopping_metric, patience=2, mode=direction)],
       })

@@ -73,8 +73,9 @@ class View:
 
 
 def from_metadata(metadata: Dict[str, object]) -> View:
-  """The view a model was exported with, from its metadata (the JSON file, or the metadata
-  signature's values as Python scalars); models from before views saw the global one."""
+  """The view a model was exported with, from its metadata (the JSON file, or what the metadata
+  signature returns); models from before views saw the global one."""
+  metadata = {k: v.numpy() if hasattr(v, 'numpy') else v for k, v in metadata.items()}
   name = metadata.get('view', GLOBAL)
   return View(name.decode() if isinstance(name, bytes) else str(name),
               int(metadata.get('image_size', features.DEFAULT_IMAGE_SIZE)),

@@ -65,6 +65,15 @@ class ModelConfig:
   # blessed model, through the Trainer's base_model input).
   weights: str = 'none'
 
+  def resolved_backbone(self) -> str:
+    """The backbone module code builds: an `auto` that reaches it (a config written by hand) is
+    today's CNN, as ImageConfig.resolved() makes it today's global view."""
+    return 'cnn' if self.backbone == 'auto' else self.backbone
+
+
+# What early stopping and the Tuner may watch, and which way is better.
+EARLY_STOPPING_MODES = {'val_loss': 'min', 'val_auc': 'max'}
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -377,8 +386,8 @@ def validate(config: PipelineConfig) -> Optional[str]:
   if config.train.threshold_metric not in metrics.THRESHOLD_METRICS:
     return f'train.threshold_metric must be one of {", ".join(metrics.THRESHOLD_METRICS)}.'
   train = config.train
-  if train.early_stopping_metric not in ('val_loss', 'val_auc'):
-    return "train.early_stopping_metric must be 'val_loss' or 'val_auc'."
+  if train.early_stopping_metric not in EARLY_STOPPING_MODES:
+    return f"train.early_stopping_metric must be one of {', '.join(EARLY_STOPPING_MODES)}."
   if train.lr_schedule not in ('cosine', 'constant'):
     return "train.lr_schedule must be 'cosine' or 'constant'."
   for name in ('jpeg_fraction', 'blur_fraction', 'color_jitter', 'rotation'):
