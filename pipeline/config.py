@@ -10,10 +10,8 @@ import os
 import posixpath
 from typing import Any, Dict, List, Optional
 
-from fakedetect.components import distribute
 from fakedetect.components import errors
 from fakedetect.components import features
-from fakedetect.components import metrics
 from fakedetect.components import views
 from fakedetect.components.image_example_gen.folders import is_remote
 from fakedetect.pipeline import names
@@ -374,88 +372,7 @@ def _parse(current: Any, raw: str, key: str) -> Any:
 
 
 def validate(config: PipelineConfig) -> Optional[str]:
-  """Returns what is wrong with a config, in words a user can act on, or None."""
-  split = config.data
-  if split.train_percent <= 0 or split.eval_percent <= 0 or split.test_percent < 0:
-    return 'data.train_percent and data.eval_percent must be positive, data.test_percent >= 0.'
-  if config.train.batch_size <= 0 or config.train.epochs <= 0:
-    return 'train.batch_size and train.epochs must be positive.'
-  problem = _image_problem(config.image) or _model_problem(config.model)
-  if problem:
-    return problem
-  if config.train.threshold_metric not in metrics.THRESHOLD_METRICS:
-    return f'train.threshold_metric must be one of {", ".join(metrics.THRESHOLD_METRICS)}.'
-  train = config.train
-  if train.early_stopping_metric not in EARLY_STOPPING_MODES:
-    return f"train.early_stopping_metric must be one of {', '.join(EARLY_STOPPING_MODES)}."
-  if train.lr_schedule not in ('cosine', 'constant'):
-    return "train.lr_schedule must be 'cosine' or 'constant'."
-  for name in ('jpeg_fraction', 'blur_fraction', 'color_jitter', 'rotation'):
-    if not 0 <= getattr(train, name) <= 1:
-      return f'train.{name}={getattr(train, name)} is outside 0..1.'
-  if not 1 <= train.jpeg_min_quality <= 99:
-    return f'train.jpeg_min_quality={train.jpeg_min_quality} is outside 1..99.'
-  if not 0.2 <= train.blur_max_sigma <= 3:
-    return f'train.blur_max_sigma={train.blur_max_sigma} is outside 0.2..3 (pixels).'
-  if config.gate.eval_split == 'test' and split.test_percent == 0:
-    return 'gate.eval_split is test but data.test_percent is 0: give the test split a share.'
-  if config.train.strategy not in distribute.STRATEGIES:
-    return (f'train.strategy={config.train.strategy!r} is not one of '
-            f'{", ".join(distribute.STRATEGIES)}.')
-  if config.train.precision not in distribute.PRECISIONS:
-    return (f'train.precision={config.train.precision!r} is not one of '
-            f'{", ".join(distribute.PRECISIONS)}.')
-  return _runner_problem(config)
-
-
-def _image_problem(image: ImageConfig) -> Optional[str]:
-  if image.view not in views.VIEWS:
-    return f'image.view={image.view!r} is not one of {", ".join(views.VIEWS)}.'
-  if not 8 <= image.size <= 1024:
-    return f'image.size={image.size} is outside 8..1024.'
-  if not 16 <= image.native_size <= 2048:
-    return f'image.native_size={image.native_size} is outside 16..2048.'
-  if not 8 <= image.crop_size <= image.native_size:
-    return (f'image.crop_size={image.crop_size} must be at least 8 and at most image.native_size '
-            f'({image.native_size}).')
-  return None
-
-
-def _model_problem(model: ModelConfig) -> Optional[str]:
-  from fakedetect.components import backbones  # pylint: disable=g-import-not-at-top
-  from fakedetect.components import filters  # pylint: disable=g-import-not-at-top
-  if model.filter not in filters.FILTERS:
-    return f'model.filter={model.filter!r} is not one of {", ".join(filters.FILTERS)}.'
-  if model.backbone == 'auto':
-    return None
-  return backbones.check(model.backbone, model.weights)
-
-
-def _runner_problem(config: PipelineConfig) -> Optional[str]:
-  runner = config.runner
-  if runner.profile not in RUNNER_PROFILES:
-    return f'runner.profile={runner.profile!r} is not one of {", ".join(RUNNER_PROFILES)}.'
-  if runner.workers < 0:
-    return 'runner.workers must be >= 0 (0 lets the runner decide).'
-  if runner.environment_type not in ENVIRONMENT_TYPES:
-    return (f'runner.environment_type={runner.environment_type!r} is not one of '
-            f'{", ".join(ENVIRONMENT_TYPES)}.')
-  unknown = sorted(set(runner.in_memory_components) - set(BEAM_COMPONENTS))
-  if unknown:
-    return (f'runner.in_memory_components: not Beam components: {", ".join(unknown)}; the Beam '
-            f'components are {", ".join(BEAM_COMPONENTS)}.')
-  try:
-    beam_pipeline_args(runner)
-  except ConfigError as e:
-    return str(e)
-  if runner.profile == 'dataflow':
-    # Dataflow's workers see neither this machine's disk nor its venv.
-    if not runner.temp_location.startswith('gs://'):
-      return f'runner.temp_location={runner.temp_location!r}: Dataflow needs a gs:// folder.'
-    if not is_remote(config.pipeline_root):
-      return ('Dataflow workers write the artifacts: --set runner.pipeline_root=gs://BUCKET/'
-              f'{config.name}/tfx (now {config.pipeline_root}).')
-    if not is_remote(config.data.data_dir):
-      return (f'Dataflow workers read the images: --data gs://BUCKET/images (now '
-              f'{config.data.data_dir}).')
-  return None
+  """Returns what is wrong with a config, in words a user can act on, or None
+  (pipeline/validation.py: every setting's range, checked before any work starts)."""
+  from fakedetect.pipeline import validation  # pylint: disable=g-import-not-at-top
+  return validation.problem(config)
