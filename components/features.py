@@ -11,7 +11,7 @@ from typing import Dict
 IMAGE_KEY = 'image_bytes'  # the original encoded file, byte for byte
 LABEL_KEY = 'label'  # int64, index into LABEL_NAMES
 SOURCE_KEY = 'source'  # generator name for fakes, camera/source name for reals
-FORMAT_KEY = 'format'  # jpeg | png | gif | bmp | webp
+FORMAT_KEY = 'format'  # jpeg | png | gif | bmp (image_checks.FORMATS)
 HEIGHT_KEY = 'height'
 WIDTH_KEY = 'width'
 HASH_KEY = 'content_hash'  # sha256 of the bytes: duplicate and leakage detection

@@ -19,6 +19,7 @@ import errno
 import io
 import os
 import re
+import stat
 import warnings
 from typing import NamedTuple, Optional
 
@@ -32,21 +33,25 @@ REASONS = {
     'empty': 'zero-byte file',
     'too_large': 'larger than the byte limit (predict, evaluate, explain; serving refuses it)',
     'not_image': 'not an image, or a hidden/system file that is never read',
-    'unsupported_format': 'an image format TensorFlow cannot decode (TIFF; WebP in TF 2.16)',
+    'unsupported_format': 'an image format TensorFlow cannot decode (TIFF, WebP, HEIC, ...)',
     'truncated': 'the image data ends early',
     'corrupt': 'Pillow or TensorFlow could not decode the image',
     'too_many_pixels': 'the header declares more pixels than max_pixels (decompression bomb)',
     'unsupported_mode': 'a pixel layout TensorFlow would fail on or decode wrongly',
-    'unreadable': 'permission, I/O error, symlink loop',
+    'unreadable': 'permission, I/O error, symlink loop, not a regular file (a pipe or device)',
     'unlabelled': "outside the layout's class folders, so no label",
+    'outside_data_folder': 'a manifest path or a link leading out of the data folder; not read',
 }
+# Why a path that is a pipe (FIFO), socket or device is not read: opening a pipe blocks.
+NOT_REGULAR = 'not a regular file (a pipe, socket or device); not read'
 # Reasons that mean "TensorFlow would not decode these bytes as an image": one phrase for users.
 _UNDECODABLE = frozenset({'not_image', 'unsupported_format', 'truncated', 'corrupt',
                           'unsupported_mode'})
 
-# Pillow format name -> the `format` feature. MPO is how Pillow names many camera JPEGs.
-FORMATS = {'JPEG': 'jpeg', 'MPO': 'jpeg', 'PNG': 'png', 'GIF': 'gif', 'BMP': 'bmp',
-           'WEBP': 'webp'}
+# Pillow format name -> the `format` feature: the one list of the formats read, those TensorFlow
+# 2.16's DecodeImage decodes (not WebP: refused here, by name, before any decode is tried).
+# MPO is how Pillow names many camera JPEGs.
+FORMATS = {'JPEG': 'jpeg', 'MPO': 'jpeg', 'PNG': 'png', 'GIF': 'gif', 'BMP': 'bmp'}
 # Signatures of those formats: a file that has one but does not parse is broken, not "not an image".
 _SIGNATURES = ((b'\xff\xd8\xff', 'jpeg'), (b'\x89PNG\r\n\x1a\n', 'png'), (b'GIF8', 'gif'))
 
@@ -197,7 +202,13 @@ def check_image(data: bytes, limits: Limits = Limits()) -> Header:
 
 def read_file(path: str, max_bytes: Optional[int] = None) -> bytes:
   """The file's bytes (a local path or a gs://... URI); ImageRejected('unreadable') on an I/O
-  error, ('too_large') before reading a file over max_bytes into memory."""
+  error or a path that is not a regular file, ('too_large') before reading a file over max_bytes
+  into memory.
+
+  A local path is opened without blocking and checked on the open descriptor, so a pipe (FIFO)
+  with no writer is refused at once instead of blocking the caller forever, and nothing can
+  swap the file between the check and the read.
+  """
   try:
     if folders.is_remote(path):
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -205,10 +216,17 @@ def read_file(path: str, max_bytes: Optional[int] = None) -> bytes:
         _refuse_over(tf.io.gfile.stat(path).length, max_bytes)
       with tf.io.gfile.GFile(path, 'rb') as f:
         return f.read()
-    with open(path, 'rb') as f:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+      os.close(fd)
+      raise ImageRejected('unreadable', 'a folder, not a file' if stat.S_ISDIR(info.st_mode)
+                          else NOT_REGULAR)
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, 'rb') as f:
       if max_bytes is None:
         return f.read()
-      _refuse_over(os.fstat(f.fileno()).st_size, max_bytes)
+      _refuse_over(info.st_size, max_bytes)
       return f.read(max_bytes + 1)  # a file growing meanwhile still fails check_image's limit
   except ImageRejected:
     raise

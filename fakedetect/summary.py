@@ -67,6 +67,8 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
       'run_id': run.run_id,
       'data_dir': report.get('data_dir', os.path.abspath(config.data.data_dir)),
       'layout': report.get('layout'),
+      'class_folders': report.get('class_folders', {}),
+      'links_not_followed': report.get('links_not_followed', 0),
       'files_found': report.get('files_found'),
       'ingested': report.get('ingested'),
       'quarantined': report.get('quarantined', []),
@@ -151,6 +153,10 @@ def render(summary: Dict[str, Any]) -> str:
   """The short human summary printed at the end of a run."""
   lines = ['', '== fakedetect run summary ==']
   lines.append(f"data: {summary['data_dir']} (layout: {summary.get('layout')})")
+  if summary.get('class_folders'):  # which folder became which class
+    lines.append('classes: ' + ', '.join(
+        f"{name} <- {', '.join(paths[:4])}{' ...' if len(paths) > 4 else ''}"
+        for name, paths in summary['class_folders'].items()))
   if summary.get('runner'):
     lines.append(f"Beam: {summary['runner']['description']}")
   lines.append(f"files found {summary['files_found']}, ingested {summary['ingested']}, "
@@ -159,6 +165,10 @@ def render(summary: Dict[str, Any]) -> str:
     lines.append(f"  quarantined {item['path']}: {item['reason']}")
   if len(summary['quarantined']) > 10:
     lines.append(f"  ... and {len(summary['quarantined']) - 10} more (see {names.SUMMARY_FILE})")
+  links = summary.get('links_not_followed')
+  if links:
+    lines.append(f"{links} link{'s' if links > 1 else ''} leaving the data folder not followed; "
+                 'set data.follow_outside_links=true to read them')
   for split, by_class in sorted(summary['counts'].items()):
     counts = ', '.join(f'{name} {n}' for name, n in sorted(by_class.items()))
     lines.append(f'  {split}: {counts}')

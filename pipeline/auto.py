@@ -52,10 +52,11 @@ def needs_resolving(config) -> bool:
   return config.image.view == views.AUTO or config.model.backbone == 'auto'
 
 
-def sample_sides(data_dir: str, count: int = SAMPLE_FILES) -> List[int]:
-  """Longer sides of up to `count` labelled images spread over the folder (headers only)."""
+def sample_sides(data_dir: str, count: int = SAMPLE_FILES, class_names=None) -> List[int]:
+  """Longer sides of up to `count` labelled images spread over the folder (headers only);
+  class_names: the data.fake_dirs / data.real_dirs in force (DataConfig.class_names())."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  layout = layouts.detect(data_dir)
+  layout = layouts.detect(data_dir, class_names)
   labelled = [rel for rel, problem in layout.list_files(data_dir)
               if problem is None and layout.parse(rel) is not None]
   step = max(1, len(labelled) // count)
@@ -88,7 +89,7 @@ def resolve(config, explicit: Sequence[str] = (),
     return config, []
   if sides is None:
     try:
-      sides = sample_sides(config.data.data_dir)
+      sides = sample_sides(config.data.data_dir, class_names=config.data.class_names())
     except Exception:  # pylint: disable=broad-except
       sides = []
   preset = THUMBNAILS if folder_kind(sides) == 'thumbnails' else PHOTOS

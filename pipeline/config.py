@@ -29,9 +29,21 @@ class DataConfig:
   max_pixels: int = features.MAX_IMAGE_PIXELS  # decompression-bomb limit, per image
   schema_dir: str = os.path.join(REPO_DIR, 'schema')
   use_curated_schema: bool = True  # False: SchemaGen infers one (to start a new curated schema)
+  # Class folder names (components/image_example_gen/classes.py), e.g. --set
+  # data.fake_dirs=gan_out,diffusion; [] = the built-in names (fake, ai, ai_generated, generated,
+  # synthetic, ... and real, human, authentic, nature).
+  fake_dirs: List[str] = dataclasses.field(default_factory=list)
+  real_dirs: List[str] = dataclasses.field(default_factory=list)
+  # Read links whose target lies outside data_dir; off, they are quarantined (outside_data_folder).
+  follow_outside_links: bool = False
 
   def split_ratios(self) -> Dict[str, int]:
     return {'train': self.train_percent, 'eval': self.eval_percent, 'test': self.test_percent}
+
+  def class_names(self):
+    """The class folder names in force (a LayoutError if a name would mean both classes)."""
+    from fakedetect.components.image_example_gen import classes  # pylint: disable=g-import-not-at-top
+    return classes.ClassNames(tuple(self.fake_dirs), tuple(self.real_dirs))
 
 
 @dataclasses.dataclass

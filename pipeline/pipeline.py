@@ -17,6 +17,7 @@ from tfx import v1 as tfx
 from fakedetect.components import features
 from fakedetect.components import model_card
 from fakedetect.components import perturb
+from fakedetect.components import push
 from fakedetect.components import robustness
 from fakedetect.components import export
 from fakedetect.components.image_example_gen import ImageExampleGen
@@ -109,7 +110,10 @@ def create_components(config: PipelineConfig, packaged_modules: bool = True
   example_gen = ImageExampleGen(
       data_dir=config_lib.location(config.data.data_dir),
       split_ratios=json.dumps(config.data.split_ratios()),
-      max_pixels=config.data.max_pixels).with_id(names.IMAGE_EXAMPLE_GEN)
+      max_pixels=config.data.max_pixels,
+      fake_dirs=config.data.fake_dirs,
+      real_dirs=config.data.real_dirs,
+      follow_outside_links=config.data.follow_outside_links).with_id(names.IMAGE_EXAMPLE_GEN)
   statistics_gen = tfx.components.StatisticsGen(
       examples=example_gen.outputs['examples']).with_id(names.STATISTICS_GEN)
   curated = os.path.join(config.data.schema_dir, SCHEMA_FILE)
@@ -179,7 +183,8 @@ def create_components(config: PipelineConfig, packaged_modules: bool = True
       perturbations=json.dumps(perturb.names(config.gate.perturbations)),
       min_accuracy=float(config.gate.min_robust_accuracy),
   ).with_id(names.ROBUSTNESS_GATE)
-  pusher = tfx.components.Pusher(
+  # TFX's Pusher, writing each version atomically (components/push.py).
+  pusher = push.Pusher(
       model=trainer.outputs['model'],
       model_blessing=robustness_gate.outputs['blessing'],
       push_destination=tfx.proto.PushDestination(

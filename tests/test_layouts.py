@@ -171,3 +171,112 @@ def test_bound_layouts_survive_pickling(tmp_path):
     f.write('path,label\nx.png,fake\n')
   layout = pickle.loads(pickle.dumps(layouts.detect(data)))
   assert layout.parse('x.png') == Labelled(FAKE, 'fake')
+
+
+# --- class folders as users name them (issue #16 item 14) ----------------------------------------
+
+@pytest.mark.parametrize('real, fake', [('human', 'ai'), ('Authentic', 'AI_Generated'),
+                                        ('real', 'ai-generated'), ('nature', 'generated'),
+                                        ('REAL', 'Synthetic'), ('human', 'fake')])
+def test_plain_reads_the_class_folder_names_users_give(tmp_path, real, fake):
+  layout = _detect(tmp_path, [f'{real}/a.png', f'{fake}/b.png', f'{fake}/gen/c.png'])
+  assert layout.name == 'plain'
+  assert layout.parse(f'{real}/a.png') == Labelled(REAL, 'real')
+  assert layout.parse(f'{fake}/b.png') == Labelled(FAKE, 'fake')
+  assert layout.parse(f'{fake}/gen/c.png') == Labelled(FAKE, 'gen')
+  assert layout.class_folders == {'real': [f'{real}/'], 'fake': [f'{fake}/']}
+
+
+def test_split_layouts_read_them_too(tmp_path):
+  layout = _detect(tmp_path / 'a', ['train/Human/1.png', 'train/AI/2.png',
+                                    'test/authentic/3.png', 'test/synthetic/4.png'])
+  assert layout.name == 'cifake' and layout.splits == ('train', 'test')
+  assert layout.parse('train/AI/2.png') == Labelled(FAKE, 'fake', 'train')
+  assert layout.parse('test/authentic/3.png') == Labelled(REAL, 'real', 'test')
+  assert layout.class_folders == {'real': ['test/authentic/', 'train/Human/'],
+                                  'fake': ['test/synthetic/', 'train/AI/']}
+  # One GenImage generator folder on its own: its train/val with nature/ and ai/ inside.
+  layout = _detect(tmp_path / 'b', ['train/nature/1.JPEG', 'train/ai/2.png', 'val/nature/3.JPEG',
+                                    'val/ai/4.png'])
+  assert layout.name == '140k_faces' and layout.splits == ('train', 'eval')
+  assert layout.parse('val/ai/4.png') == Labelled(FAKE, 'fake', 'eval')
+
+
+def test_the_users_own_class_folders(tmp_path):
+  data = _tree(tmp_path, ['real/a.png', 'gan_out/b.png', 'diffusion/sd/c.png', 'fake/d.png'])
+  names = layouts.ClassNames(fake_dirs=['gan_out', 'Diffusion/'])
+  layout = layouts.detect(data, names)
+  assert layout.name == 'plain'
+  assert layout.parse('real/a.png') == Labelled(REAL, 'real')
+  # Several folders for a class: each names the source of the files directly in it.
+  assert layout.parse('gan_out/b.png') == Labelled(FAKE, 'gan_out')
+  assert layout.parse('diffusion/sd/c.png') == Labelled(FAKE, 'sd')
+  assert layout.parse('fake/d.png') is None  # the names given replace the built-in ones
+  assert layout.class_folders == {'real': ['real/'], 'fake': ['diffusion/', 'gan_out/']}
+  assert layouts.detect(data, layouts.ClassNames(fake_dirs='gan_out,diffusion')).parse(
+      'gan_out/b.png') == Labelled(FAKE, 'gan_out')  # the exec property's text form
+
+
+def test_two_folders_that_could_hold_one_class_are_refused(tmp_path):
+  data = _tree(tmp_path / 'plain', ['real/a.png', 'ai/b.png', 'fake/c.png'])
+  with pytest.raises(layouts.LayoutError) as info:
+    layouts.detect(data)
+  message = str(info.value)
+  assert 'ai/, fake/' in message and '--set data.fake_dirs=ai,fake' in message
+  layout = layouts.detect(data, layouts.ClassNames(fake_dirs=['fake']))  # the user settles it
+  assert layout.parse('fake/c.png') == Labelled(FAKE, 'fake') and layout.parse('ai/b.png') is None
+  data = _tree(tmp_path / 'split', ['train/real/a.png', 'train/human/b.png', 'train/fake/c.png'])
+  with pytest.raises(layouts.LayoutError, match=r'train has 2 folders .* human/, real/'):
+    layouts.detect(data)
+
+
+def test_a_name_given_for_both_classes_is_refused():
+  with pytest.raises(layouts.LayoutError, match='shared would mean both real and fake'):
+    layouts.ClassNames(fake_dirs=['shared'], real_dirs=['Shared'])
+  with pytest.raises(layouts.LayoutError) as info:
+    layouts.ClassNames(fake_dirs=['human'])  # a built-in real name
+  assert 'data.real_dirs=real,human,authentic,nature (built-in)' in str(info.value)
+  with pytest.raises(layouts.LayoutError, match='not a folder name'):
+    layouts.ClassNames(real_dirs=['photos/raw'])
+
+
+def test_unrecognised_layout_names_the_class_folders_and_the_settings(tmp_path):
+  with pytest.raises(layouts.LayoutError) as info:
+    _detect(tmp_path, ['photos/a.png', 'renders/b.png'])
+  message = str(info.value)
+  assert 'real: real/, human/, authentic/, nature/' in message
+  assert 'fake: fake/, ai/, ai_generated/, ai-generated/, generated/, synthetic/' in message
+  assert '--set data.fake_dirs=' in message and '--set data.real_dirs=' in message
+
+
+def test_manifest_rows_through_links_leaving_the_folder_are_not_read(tmp_path):
+  data = _tree(tmp_path / 'data', ['a.png', 'sub/b.png'])
+  _tree(tmp_path / 'elsewhere', ['o.png', 'dir/p.png'])
+  os.symlink(tmp_path / 'elsewhere' / 'o.png', tmp_path / 'data' / 'link.png')
+  os.symlink(tmp_path / 'elsewhere' / 'dir', tmp_path / 'data' / 'linked_dir')
+  os.symlink('a.png', tmp_path / 'data' / 'sub' / 'inside.png')
+  with open(os.path.join(data, 'm.csv'), 'w') as f:
+    f.write('path,label\na.png,real\nsub/b.png,fake\nlink.png,fake\nlinked_dir/p.png,real\n'
+            'sub/inside.png,real\nsub/../a.png,real\n')
+  layout = layouts.detect(data)
+  entries = dict(layout.list_files(data))
+  assert entries == {'a.png': None, 'sub/b.png': None, 'sub/inside.png': None,
+                     'link.png': entries['link.png'],
+                     'linked_dir/p.png': entries['linked_dir/p.png']}
+  for rel in ('link.png', 'linked_dir/p.png'):
+    reason, detail = folders.problem_reason(entries[rel])
+    assert reason == 'outside_data_folder' and str(tmp_path / 'elsewhere') in detail
+    assert folders.is_link_outside(entries[rel])
+  assert all(problem is None for problem in dict(layout.list_files(data, True)).values())
+
+
+def test_manifest_paths_stay_inside_the_folder_local_or_remote():
+  inside = folders.relative_inside
+  assert inside('/data', 'a/b.png') == 'a/b.png' and inside('/data', './a/../b.png') == 'b.png'
+  assert inside('/data', '/data/a/b.png') == 'a/b.png'
+  for path in ('../x.jpg', 'a/../../x.jpg', '/etc/hostname', '/data2/x.png', 'gs://b/x.png'):
+    assert inside('/data', path) is None, path
+  assert inside('gs://b/data', 'gs://b/data/a.png') == 'a.png'
+  assert inside('gs://b/data/', 'a.png') == 'a.png'
+  for path in ('gs://b/data2/a.png', 'gs://other/data/a.png', '/data/a.png', '../a.png'):
+    assert inside('gs://b/data', path) is None, path

@@ -1,7 +1,9 @@
 """Custom ExampleGen: folders of real and generated images -> tf.Examples + an ingest report.
 
 The modules, by job:
+  folders     every file of a folder (local or gs://), links leaving it, the cache fingerprint
   layouts     how a folder says what each file is (class, source, split)
+  classes     which class folder names mean real and which fake (built-in, or the user's own)
   splits      the split plan and the content-hash split of each image
   reading     one file -> bytes and what was read about it, or why it is quarantined
   encoding    images -> serialized tf.Examples (tfx_bsl's C++ coder)

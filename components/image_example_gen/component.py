@@ -1,7 +1,7 @@
 """ImageExampleGen: a TFX ExampleGen for folders of real and generated images."""
 
 import json
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 from tfx import types
 from tfx.components.example_gen import driver as example_gen_driver
@@ -15,6 +15,7 @@ from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 
 from fakedetect.components import features
+from fakedetect.components.image_example_gen import classes
 from fakedetect.components.image_example_gen import executor
 from fakedetect.components.image_example_gen import folders
 from fakedetect.components.image_example_gen import splits
@@ -40,6 +41,9 @@ class ImageExampleGenSpec(types.ComponentSpec):
       executor.MAX_PIXELS_KEY: ExecutionParameter(type=int),
       executor.NUM_SHARDS_KEY: ExecutionParameter(type=int, optional=True),
       executor.DUPLICATES_KEY: ExecutionParameter(type=str, optional=True),
+      executor.FAKE_DIRS_KEY: ExecutionParameter(type=str, optional=True),
+      executor.REAL_DIRS_KEY: ExecutionParameter(type=str, optional=True),
+      executor.FOLLOW_LINKS_KEY: ExecutionParameter(type=int, optional=True),
   }
   INPUTS = {}
   OUTPUTS = {
@@ -52,8 +56,9 @@ class Driver(example_gen_driver.Driver):
   """Fingerprints data_dir so TFX's cache reruns the component when the images change.
 
   TFX's cache key is the exec properties: without this an unchanged data_dir string would reuse
-  stale examples. Like TFX's file ExampleGen driver it also sets span 0 and the fingerprint on
-  the examples (version stays unset: folders carry no {VERSION}).
+  stale examples, or stale labels after a `mv` between class folders (folders.fingerprint
+  covers paths, sizes, mtimes and manifests). Like TFX's file ExampleGen driver it also sets
+  span 0 and the fingerprint on the examples (version stays unset: folders carry no {VERSION}).
   """
 
   def resolve_exec_properties(self, exec_properties: Dict[str, Any],
@@ -63,7 +68,8 @@ class Driver(example_gen_driver.Driver):
     exec_properties[example_gen_utils.SPAN_PROPERTY_NAME] = 0
     exec_properties[example_gen_utils.VERSION_PROPERTY_NAME] = None
     exec_properties[example_gen_utils.FINGERPRINT_PROPERTY_NAME] = folders.fingerprint(
-        exec_properties[executor.DATA_DIR_KEY])
+        exec_properties[executor.DATA_DIR_KEY],
+        bool(int(exec_properties.get(executor.FOLLOW_LINKS_KEY) or 0)))
     return exec_properties
 
   def _prepare_output_artifacts(self, input_artifacts, output_dict, exec_properties,
@@ -93,7 +99,10 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
                split_ratios: Union[None, str, Mapping[str, int]] = None,
                max_pixels: int = features.MAX_IMAGE_PIXELS,
                num_shards: Optional[int] = None,
-               duplicates: str = splits.SAME_SPLIT):
+               duplicates: str = splits.SAME_SPLIT,
+               fake_dirs: Sequence[str] = (),
+               real_dirs: Sequence[str] = (),
+               follow_outside_links: bool = False):
     """Validates split_ratios here, when the pipeline is built, not hours into a run.
 
     Args:
@@ -106,6 +115,11 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
       duplicates: 'same_split' keeps a group of byte-identical files that the layout's own
         splits scatter in its most held-out split (test, then eval); 'keep_layout' honours the
         layout and only reports the leak. Hash splits always keep a group together.
+      fake_dirs: folder names holding fakes (e.g. gan_out, diffusion), in place of the built-in
+        ones (classes.BUILTIN: fake, ai, ai_generated, generated, synthetic, ...); real_dirs
+        likewise for reals. A name in both is refused here.
+      follow_outside_links: read links leaving data_dir; off, they are quarantined as
+        outside_data_folder and counted in the report.
     """
     if max_pixels <= 0:
       raise ValueError(f'max_pixels must be positive, got {max_pixels}.')
@@ -114,12 +128,16 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
     if duplicates not in splits.DUPLICATE_POLICIES:
       raise ValueError(f'duplicates must be one of {splits.DUPLICATE_POLICIES}, '
                        f'got {duplicates!r}.')
+    class_names = classes.ClassNames(fake_dirs, real_dirs)  # a LayoutError if ambiguous
     spec = ImageExampleGenSpec(
         data_dir=data_dir,
         split_ratios=json.dumps(splits.parse_split_ratios(split_ratios)),
         max_pixels=max_pixels,
         num_shards=num_shards,
         duplicates=duplicates,
+        fake_dirs=json.dumps(list(class_names.fake_dirs)),
+        real_dirs=json.dumps(list(class_names.real_dirs)),
+        follow_outside_links=int(bool(follow_outside_links)),
         examples=types.Channel(type=standard_artifacts.Examples),
         report=types.Channel(type=IngestReport))
     super().__init__(spec=spec)

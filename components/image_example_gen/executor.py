@@ -27,6 +27,8 @@ from tfx.types import artifact_utils
 
 from fakedetect.components import features
 from fakedetect.components.image_example_gen import beam_graph
+from fakedetect.components.image_example_gen import classes
+from fakedetect.components.image_example_gen import folders
 from fakedetect.components.image_example_gen import layouts
 from fakedetect.components.image_example_gen import reading
 from fakedetect.components.image_example_gen import report as report_lib
@@ -40,6 +42,9 @@ SPLIT_RATIOS_KEY = 'split_ratios'
 MAX_PIXELS_KEY = 'max_pixels'
 NUM_SHARDS_KEY = 'num_shards'
 DUPLICATES_KEY = 'duplicates'
+FAKE_DIRS_KEY = 'fake_dirs'  # JSON list of folder names; [] = the built-in names
+REAL_DIRS_KEY = 'real_dirs'
+FOLLOW_LINKS_KEY = 'follow_outside_links'  # int 0/1, as TFX's own flags
 EXAMPLES_KEY = 'examples'
 REPORT_KEY = 'report'
 
@@ -90,10 +95,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
     report = artifact_utils.get_single_instance(output_dict[REPORT_KEY])
 
-    layout = layouts.detect(data_dir)
+    follow_links = bool(int(exec_properties.get(FOLLOW_LINKS_KEY) or 0))
+    layout = layouts.detect(data_dir, classes.ClassNames(exec_properties.get(FAKE_DIRS_KEY),
+                                                         exec_properties.get(REAL_DIRS_KEY)))
     split_names, plan = splits.plan_splits(ratios, layout.splits)
     split_plan = splits.describe_plan(split_names, plan)
-    entries = layout.list_files(data_dir)
+    entries = layout.list_files(data_dir, follow_links)
     logging.info('ImageExampleGen: %d files found in %s (layout %s); splits %s.',
                  len(entries), data_dir, layout.name, split_plan)
     examples.split_names = artifact_utils.encode_split_names(split_names)
@@ -120,9 +127,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     tfrecord.finalize(results.written, split_names, examples.uri, num_shards)
     fileio.rmtree(tmp)
     result = results.write_report(report.uri, {
-        'data_dir': data_dir, 'layout': layout.name, 'files_found': len(entries),
-        'splits': split_names, 'split_ratios': ratios, 'split_plan': split_plan,
-        'duplicate_policy': policy, 'max_pixels': max_pixels}, split_names)
+        'data_dir': data_dir, 'layout': layout.name, 'class_folders': layout.class_folders,
+        'files_found': len(entries), 'splits': split_names, 'split_ratios': ratios,
+        'split_plan': split_plan, 'duplicate_policy': policy, 'max_pixels': max_pixels,
+        'max_bytes': features.MAX_IMAGE_BYTES, 'follow_outside_links': follow_links,
+        'links_not_followed': sum(folders.is_link_outside(problem) for _, problem in entries)},
+        split_names)
 
     # What TFX's BaseExampleGenExecutor.Do and ExampleGen driver set on the examples.
     examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)

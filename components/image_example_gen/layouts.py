@@ -16,12 +16,12 @@ import os
 import posixpath
 from typing import Dict, List, Optional, Tuple
 
-from fakedetect.components import errors
 from fakedetect.components import features
+from fakedetect.components.image_example_gen import classes as classes_lib
 from fakedetect.components.image_example_gen import folders
+from fakedetect.components.image_example_gen.classes import ClassNames
+from fakedetect.components.image_example_gen.classes import LayoutError
 
-# Class folder names, compared in lower case.
-CLASS_FOLDERS = {name: label for label, name in enumerate(features.LABEL_NAMES)}
 # Split folder names (lower case) -> the pipeline's split names.
 SPLIT_FOLDERS = {'train': 'train', 'val': 'eval', 'valid': 'eval', 'validation': 'eval',
                  'test': 'test'}
@@ -40,6 +40,8 @@ class Layout(abc.ABC):
   name: str = ''  # written to report.json
   description: str = ''  # shown when no layout matches
   splits: Tuple[str, ...] = ()  # splits the layout assigns itself; () = split by content hash
+  classes: ClassNames = ClassNames()  # the class folder names in force (detect sets them)
+  class_folders: Dict[str, List[str]] = {}  # once bound: {class: [folder/, ...]}, for the report
 
   @abc.abstractmethod
   def matches(self, data_dir: str) -> bool:
@@ -54,14 +56,18 @@ class Layout(abc.ABC):
     del data_dir
     return self
 
-  def _with_splits(self, splits: Tuple[str, ...]) -> 'Layout':
+  def _copy(self, **attributes) -> 'Layout':
     bound = copy.copy(self)
-    bound.splits = splits
+    for name, value in attributes.items():
+      setattr(bound, name, value)
     return bound
 
-  def list_files(self, data_dir: str) -> List[folders.Entry]:
+  def with_classes(self, class_names: ClassNames) -> 'Layout':
+    return self._copy(classes=class_names)
+
+  def list_files(self, data_dir: str, follow_outside_links: bool = False) -> List[folders.Entry]:
     """Every file to account for. The manifest layout lists its rows instead of walking."""
-    return folders.list_files(data_dir)
+    return folders.list_files(data_dir, follow_outside_links)
 
 
 def _splits_present(names) -> Tuple[str, ...]:
@@ -70,36 +76,34 @@ def _splits_present(names) -> Tuple[str, ...]:
   return tuple(s for s in _SPLIT_ORDER if s in present)
 
 
-def _source(parts: List[str], class_depth: int, label: int) -> str:
-  """The first folder below the class folder names the source, else the class itself."""
-  if len(parts) > class_depth + 2:
-    return parts[class_depth + 1]
-  return features.LABEL_NAMES[label]
-
-
 class PlainLayout(Layout):
   """real/[<source>/...]file and fake/[<generator>/...]file."""
 
   name = 'plain'
-  description = ('plain: real/ and fake/ at the top, each optionally with sub-folders naming '
-                 'the source (fake/<generator>/...); split by content hash')
+  description = ('plain: real/ and fake/ at the top (or other class folder names, below), each '
+                 'optionally with sub-folders naming the source (fake/<generator>/...); split by '
+                 'content hash')
 
   def matches(self, data_dir: str) -> bool:
-    return set(CLASS_FOLDERS) <= set(folders.subfolders(data_dir))
+    return len(self.classes.present(folders.subfolders(data_dir))) == 2
+
+  def bind(self, data_dir: str) -> Layout:
+    found = self.classes.pick(folders.subfolders(data_dir), data_dir)
+    return self._copy(class_folders=classes_lib.folders_by_class(found))
 
   def parse(self, rel_path: str) -> Optional[Labelled]:
     parts = rel_path.split('/')
-    label = CLASS_FOLDERS.get(parts[0].lower())
+    label = self.classes.label_of(parts[0])
     if label is None or len(parts) < 2:
       return None
-    return Labelled(label, _source(parts, 0, label))
+    return Labelled(label, self.classes.source_of(parts, 0, label))
 
 
 class _TopSplitsLayout(Layout):
   """A layout whose top folders are its splits (train, val|valid, test): it has those present."""
 
   def bind(self, data_dir: str) -> Layout:
-    return self._with_splits(_splits_present(folders.subfolders(data_dir)))
+    return self._copy(splits=_splits_present(folders.subfolders(data_dir)))
 
 
 class SplitClassLayout(_TopSplitsLayout):
@@ -117,24 +121,35 @@ class SplitClassLayout(_TopSplitsLayout):
     present = [name for name in top if name in SPLIT_FOLDERS]
     if not present or any(SPLIT_FOLDERS[n] == 'eval' for n in present) != self._with_eval:
       return False
-    return all(set(CLASS_FOLDERS) <= set(folders.subfolders(folders.join(data_dir, top[n])))
+    return all(len(self.classes.present(folders.subfolders(folders.join(data_dir, top[n])))) == 2
                for n in present)
+
+  def bind(self, data_dir: str) -> Layout:
+    by_class: Dict[str, List[str]] = {}
+    for lower, actual in sorted(folders.subfolders(data_dir).items()):
+      if lower in SPLIT_FOLDERS:
+        split_dir = folders.join(data_dir, actual)
+        found = self.classes.pick(folders.subfolders(split_dir), split_dir)
+        for name, paths in classes_lib.folders_by_class(found, actual + '/').items():
+          by_class.setdefault(name, []).extend(paths)
+    return super().bind(data_dir)._copy(class_folders=by_class)
 
   def parse(self, rel_path: str) -> Optional[Labelled]:
     parts = rel_path.split('/')
     split = SPLIT_FOLDERS.get(parts[0].lower())
     if len(parts) < 3 or split not in self.splits:
       return None
-    label = CLASS_FOLDERS.get(parts[1].lower())
+    label = self.classes.label_of(parts[1])
     if label is None:
       return None
-    return Labelled(label, _source(parts, 1, label), split)
+    return Labelled(label, self.classes.source_of(parts, 1, label), split)
 
 
 class CifakeLayout(SplitClassLayout):
   name = 'cifake'
-  description = ('cifake: train/ and/or test/ at the top, each with REAL/ and FAKE/ inside; '
-                 'test stays test, eval is carved out of train by content hash')
+  description = ('cifake: train/ and/or test/ at the top, each with REAL/ and FAKE/ (or other '
+                 'class folder names) inside; test stays test, eval is carved out of train by '
+                 'content hash')
   splits = ('train', 'test')
 
 
@@ -151,6 +166,11 @@ _FORENSYNTHS_CLASSES = {'0_real': features.REAL, '1_fake': features.FAKE}
 _GENIMAGE_CLASSES = {'nature': features.REAL, 'ai': features.FAKE}
 
 
+def _fixed_class_folders(names: Dict[str, int]) -> Dict[str, List[str]]:
+  """report.json's class_folders of a layout whose class folder names are fixed."""
+  return classes_lib.folders_by_class({label: [name] for name, label in names.items()})
+
+
 class ForenSynthsLayout(_TopSplitsLayout):
   """{train,val}/<object class>/{0_real,1_fake}/ and test/<generator>/[<class>/]{0_real,1_fake}/.
 
@@ -164,6 +184,7 @@ class ForenSynthsLayout(_TopSplitsLayout):
                  '{train,val}/<class>/{0_real,1_fake}/ and '
                  'test/<generator>/[<class>/]{0_real,1_fake}/')
   splits = ('train', 'eval', 'test')
+  class_folders = _fixed_class_folders(_FORENSYNTHS_CLASSES)
 
   def matches(self, data_dir: str) -> bool:
     top = folders.subfolders(data_dir)
@@ -200,10 +221,11 @@ class GenImageLayout(Layout):
   description = ('genimage: <generator>/[<subset>/]{train,val}/{ai,nature}/; '
                  'test is carved out of train by content hash')
   splits = ('train', 'eval')
+  class_folders = _fixed_class_folders(_GENIMAGE_CLASSES)
 
   def matches(self, data_dir: str) -> bool:
     top = folders.subfolders(data_dir)
-    if not top or any(n in SPLIT_FOLDERS or n in CLASS_FOLDERS for n in top):
+    if not top or any(n in SPLIT_FOLDERS or self.classes.label_of(n) is not None for n in top):
       return False
     return any(self._split_roots(folders.join(data_dir, folder)) for folder in top.values())
 
@@ -223,7 +245,7 @@ class GenImageLayout(Layout):
   def bind(self, data_dir: str) -> Layout:
     names = [n for folder in folders.subfolders(data_dir).values()
              for n in self._split_roots(folders.join(data_dir, folder))]
-    return self._with_splits(_splits_present(names))
+    return self._copy(splits=_splits_present(names))
 
   def parse(self, rel_path: str) -> Optional[Labelled]:
     parts = rel_path.split('/')
@@ -235,7 +257,7 @@ class GenImageLayout(Layout):
     return None
 
 
-# Labels a manifest may give, lower case.
+# Labels a manifest may give, lower case, besides the class folder names in force.
 _MANIFEST_LABELS = {'real': features.REAL, '0': features.REAL, 'nature': features.REAL,
                     'fake': features.FAKE, '1': features.FAKE, 'ai': features.FAKE}
 
@@ -243,20 +265,23 @@ _MANIFEST_LABELS = {'real': features.REAL, '0': features.REAL, 'nature': feature
 class ManifestLayout(Layout):
   """A CSV at the top of data_dir with a header `path,label[,generator]`: anything else.
 
-  Paths are relative to data_dir (or absolute); labels real|fake (or 0|1). The files found are
-  the manifest's rows: a row whose file is missing is quarantined as unreadable, a row without a
-  valid label as unlabelled, so every row is accounted for. Splits by content hash. When data_dir
-  has a manifest it wins over the folder names: a manifest is an explicit statement.
+  Paths are relative to data_dir (an absolute path must lead inside it); labels real|fake, 0|1
+  or a class folder name (ai, human, ...). The files found are the manifest's rows: a row whose
+  file is missing is quarantined as unreadable, a row without a valid label as unlabelled, a
+  path leaving the folder (../x.jpg, /etc/hostname) as outside_data_folder and never read, so
+  every row is accounted for. Splits by content hash. When data_dir has a manifest it wins over
+  the folder names: a manifest is an explicit statement.
   """
 
   name = 'manifest'
   description = ('manifest: one CSV file at the top with a header path,label[,generator] '
-                 '(label real|fake or 0|1, paths relative to the folder); split by content hash')
+                 '(label real|fake or 0|1, paths relative to the folder and inside it); split '
+                 'by content hash')
 
   def __init__(self):
     self.manifest = ''
     self._rows: Dict[str, Labelled] = {}
-    self._problems: Dict[str, str] = {}
+    self._problems: Dict[str, str] = {}  # {path or manifest:line: Entry problem}
 
   def matches(self, data_dir: str) -> bool:
     return len(self._candidates(data_dir)) == 1
@@ -273,31 +298,43 @@ class ManifestLayout(Layout):
   def bind(self, data_dir: str) -> Layout:
     """Reads the manifest once, in the driver; the workers get {path: label} with the layout."""
     bound = ManifestLayout()
+    bound.classes = self.classes
     bound.manifest = self._candidates(data_dir)[0]
     with folders.open_text(folders.join(data_dir, bound.manifest)) as f:
       for line, row in enumerate(csv.DictReader(f), start=2):
-        path = (row.get('path') or '').strip().replace(os.sep, '/')
-        path = posixpath.normpath(path) if path else ''
-        if not path:
-          bound._problems[f'{bound.manifest}:{line}'] = 'manifest row without a path'
-          continue
-        label = _MANIFEST_LABELS.get((row.get('label') or '').strip().lower())
-        source = (row.get('generator') or '').strip()
-        if label is None:
-          bound._problems[path] = (f'{bound.manifest} line {line}: label '
-                                   f'{row.get("label")!r} is not real/fake/0/1')
-          continue
-        labelled = Labelled(label, source or features.LABEL_NAMES[label])
-        if bound._rows.get(path, labelled) != labelled:
-          bound._problems[path] = f'{bound.manifest} line {line}: listed again with another label'
-        bound._rows.setdefault(path, labelled)
+        bound._add(data_dir, line, row)
     for path in bound._problems:
       bound._rows.pop(path, None)
     return bound
 
-  def list_files(self, data_dir: str) -> List[folders.Entry]:
-    entries = [(path, None) for path in self._rows]
-    entries += [(path, folders.UNLABELLED + problem) for path, problem in self._problems.items()]
+  def _add(self, data_dir: str, line: int, row: Dict[str, str]) -> None:
+    where = f'{self.manifest} line {line}'
+    given = (row.get('path') or '').strip().replace(os.sep, '/')
+    if not given:
+      self._problems[f'{self.manifest}:{line}'] = folders.UNLABELLED + 'manifest row without a path'
+      return
+    path = folders.relative_inside(data_dir, given)
+    if path is None:
+      self._problems[given if folders.is_remote(given) else posixpath.normpath(given)] = (
+          f'{folders.OUTSIDE}{where}: {given!r} is outside the data folder, not read (manifest '
+          'paths are relative to the folder and stay inside it)')
+      return
+    text = (row.get('label') or '').strip().lower()
+    label = _MANIFEST_LABELS.get(text, self.classes.label_of(text) if text else None)
+    source = (row.get('generator') or '').strip()
+    if label is None:
+      self._problems[path] = (f'{folders.UNLABELLED}{where}: label {row.get("label")!r} is not '
+                              'real/fake/0/1')
+      return
+    labelled = Labelled(label, source or features.LABEL_NAMES[label])
+    if self._rows.get(path, labelled) != labelled:
+      self._problems[path] = f'{folders.UNLABELLED}{where}: listed again with another label'
+    self._rows.setdefault(path, labelled)
+
+  def list_files(self, data_dir: str, follow_outside_links: bool = False) -> List[folders.Entry]:
+    outside = {} if follow_outside_links else folders.links_outside(data_dir, self._rows)
+    entries = [(path, outside.get(path)) for path in self._rows]
+    entries += list(self._problems.items())
     return sorted(folders.utf8(rel, problem) for rel, problem in entries)
 
   def parse(self, rel_path: str) -> Optional[Labelled]:
@@ -327,21 +364,21 @@ LAYOUTS: Tuple[Layout, ...] = (PlainLayout(), CifakeLayout(), Faces140kLayout(),
                                ForenSynthsLayout(), GenImageLayout(), ManifestLayout())
 
 
-class LayoutError(errors.UserError):
-  """The folder follows no layout this project reads; the message lists the ones it does."""
-
-
-def detect(data_dir: str) -> Layout:
-  """The one layout data_dir follows; LayoutError naming what was found and what is understood."""
+def detect(data_dir: str, class_names: Optional[ClassNames] = None) -> Layout:
+  """The one layout data_dir follows, with class_names (default: the built-in class folder
+  names); LayoutError naming what was found and what is understood."""
   if not folders.isdir(data_dir):
     raise LayoutError(f'data_dir {data_dir!r} is not a folder.')
-  found = [layout for layout in LAYOUTS if layout.matches(data_dir)]
+  class_names = class_names or ClassNames()
+  found = [layout for layout in (layout.with_classes(class_names) for layout in LAYOUTS)
+           if layout.matches(data_dir)]
   manifests = [layout for layout in found if isinstance(layout, ManifestLayout)]
   if manifests:
     found = manifests
   if len(found) == 1:
     return found[0].bind(data_dir)
   understood = '\n'.join(f'  - {layout.description}' for layout in LAYOUTS)
+  understood += '\n' + class_names.describe()
   if found:
     raise LayoutError(
         f'The folder {data_dir} matches several layouts '
@@ -350,5 +387,3 @@ def detect(data_dir: str) -> Layout:
   raise LayoutError(
       f'Unrecognised layout in {data_dir}: found {folders.describe_top(data_dir)}. '
       f'Layouts understood (folder names are case-insensitive):\n{understood}')
-
-

@@ -40,7 +40,8 @@ class ImageReader:
     self._data_dir = data_dir
     self._layout = layout
     self._plan = plan
-    self._max_pixels = max_pixels
+    # The limits predict, evaluate and serving apply: a file they refuse is not trained on.
+    self._limits = image_checks.Limits(max_pixels=max_pixels)
 
   @staticmethod
   def setup(single_threaded: bool = False) -> None:
@@ -76,8 +77,8 @@ class ImageReader:
     if labelled is None:
       raise ImageRejected('unlabelled', f'not inside the class folders of the '
                           f'{self._layout.name} layout, so it has no label')
-    data = image_checks.read_file(folders.join(self._data_dir, rel_path))
-    header = image_checks.check_header(data, self._max_pixels)
+    data = image_checks.read_file(folders.join(self._data_dir, rel_path), self._limits.max_bytes)
+    header = image_checks.check_header(data, self._limits.max_pixels)
     content_hash = hashlib.sha256(data).hexdigest()
     layout_split = (held_out or {}).get(content_hash, labelled.split)
     split = splits.assign_split(content_hash, self._plan[layout_split])
@@ -95,7 +96,7 @@ class ImageReader:
     if labelled is None or labelled.split is None:
       return
     try:
-      data = image_checks.read_file(folders.join(self._data_dir, rel_path))
+      data = image_checks.read_file(folders.join(self._data_dir, rel_path), self._limits.max_bytes)
     except ImageRejected:
       return
     if data:
