@@ -26,6 +26,7 @@ from fakedetect.components import features
 from fakedetect.components import metrics
 from fakedetect.components import model as model_lib
 from fakedetect.components import export
+from fakedetect.components import progress
 from fakedetect.components import views
 from fakedetect.pipeline import config as config_lib
 
@@ -82,6 +83,22 @@ class _BatchCounter(keras.callbacks.Callback):
 
   def on_train_batch_end(self, batch, logs=None):
     self.count += 1
+
+
+class EpochProgress(keras.callbacks.Callback):
+  """One line per epoch for a user waiting at the console (components/progress.py)."""
+
+  def __init__(self, what: str, epochs: int, monitor: str):
+    super().__init__()
+    self._what, self._epochs, self._monitor = what, epochs, monitor
+    self._started = time.monotonic()
+
+  def on_train_begin(self, logs=None):
+    self._started = time.monotonic()
+
+  def on_epoch_end(self, epoch, logs=None):
+    progress.emit(progress.epoch_line(self._what, epoch + 1, self._epochs, logs or {},
+                                      time.monotonic() - self._started, self._monitor))
 
 
 def _hparams(fn_args: tfx.components.FnArgs, train: config_lib.TrainConfig) -> Dict[str, Any]:
@@ -171,6 +188,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   batches = _BatchCounter()
   callbacks = [
       batches,
+      EpochProgress('Trainer', train.epochs, train.early_stopping_metric),
       keras.callbacks.EarlyStopping(
           monitor=train.early_stopping_metric, patience=train.early_stopping_patience,
           mode=config_lib.EARLY_STOPPING_MODES[train.early_stopping_metric],
@@ -224,11 +242,13 @@ class _HyperModel(keras_tuner.HyperModel):
   """The search space: learning rate, width, depth, dropout and augmentation strength."""
 
   def __init__(self, view: views.View, arch: model_lib.Architecture,
-               train: config_lib.TrainConfig):
+               train: config_lib.TrainConfig, max_trials: int):
     super().__init__()
     self._view = view
     self._arch = arch
     self._train = train
+    self._max_trials = max_trials
+    self._trials = 0  # keras-tuner fits each trial once (executions_per_trial=1)
 
   def _values(self, hp: keras_tuner.HyperParameters) -> Dict[str, Any]:
     # Searched: the model's knobs and how hard augmentation pushes; the rest as configured.
@@ -249,6 +269,10 @@ class _HyperModel(keras_tuner.HyperModel):
     return model_lib.build_from_hparams(self._view, self._arch, self._values(hp))
 
   def fit(self, hp, model, x, *args, **kwargs):  # pylint: disable=arguments-differ
+    self._trials += 1
+    kwargs['callbacks'] = list(kwargs.get('callbacks') or []) + [EpochProgress(
+        f'Tuner trial {self._trials}/{self._max_trials}', kwargs.get('epochs', 1),
+        self._train.early_stopping_metric)]
     return model.fit(augmented(x, self._values(hp)), *args, **kwargs)
 
 
@@ -260,7 +284,8 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
   direction = config_lib.EARLY_STOPPING_MODES[train.early_stopping_metric]
   tuner = keras_tuner.RandomSearch(
-      _HyperModel(config.image.resolved(), _architecture(config), train),
+      _HyperModel(config.image.resolved(), _architecture(config), train,
+                  config.tuner.max_trials),
       objective=keras_tuner.Objective(train.early_stopping_metric, direction),
       max_trials=config.tuner.max_trials,
       seed=train.seed,

@@ -6,19 +6,18 @@ User mistakes end in a message that says what to do, not a traceback: every modu
 message and exit status 1 in one place.
 """
 
-import contextlib
-import logging
 import os
 import sys
-import time
 import warnings
 
 import click
 
+from fakedetect import console
 from fakedetect import model_commands
 from fakedetect.components import errors
 from fakedetect.pipeline import config as config_lib
 from fakedetect.pipeline import names
+from fakedetect.pipeline import output_folder
 
 DEFAULT_DEMO_DIR = 'demo_data'
 
@@ -38,32 +37,6 @@ def _quiet_imports() -> None:
   warnings.filterwarnings('ignore', category=FutureWarning)
   warnings.filterwarnings('ignore', category=DeprecationWarning)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
-
-def _log_to_file(output_dir: str) -> str:
-  """Sends absl/TFX/Beam logging to a file so the console keeps to progress and results."""
-  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-  log_dir = os.path.join(os.path.abspath(output_dir), names.LOGS_DIR)
-  os.makedirs(log_dir, exist_ok=True)
-  path = os.path.join(log_dir, time.strftime('run-%Y%m%d-%H%M%S.log'))
-  handler = logging.FileHandler(path, encoding='utf-8')
-  handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
-  root = logging.getLogger()
-  for existing in list(root.handlers):
-    root.removeHandler(existing)
-  root.addHandler(handler)
-  root.setLevel(logging.INFO)
-  # Library warnings (TFMA's divide-by-zero on empty slices, deprecations) go to the log too.
-  logging.captureWarnings(True)
-  warnings.simplefilter('default')
-  tf_logger = logging.getLogger('tensorflow')
-  for existing in list(tf_logger.handlers):
-    tf_logger.removeHandler(existing)
-  tf_logger.propagate = True
-  absl_logging.use_absl_handler = lambda: None
-  absl_logging.set_verbosity(absl_logging.INFO)
-  absl_logging.get_absl_handler().setLevel(logging.CRITICAL + 1)
-  return path
 
 
 @click.group(cls=_Commands, context_settings={'help_option_names': ['-h', '--help']})
@@ -93,7 +66,10 @@ def demo_data(out_dir: str, per_class: int, seed: int, no_broken: bool) -> None:
 
 
 def _build_config(data: str, output: str, settings, no_cache: bool, tune: bool,
-                  runner_profile=None, workers=None) -> config_lib.PipelineConfig:
+                  runner_profile=None, workers=None,
+                  output_option: str = '--output') -> config_lib.PipelineConfig:
+  """The config from a command's options and --set settings. `output` is the folder the command
+  names with `output_option`: a --set output_dir that says otherwise is refused, not obeyed."""
   config = config_lib.PipelineConfig(output_dir=output, enable_cache=not no_cache)
   config.data.data_dir = data
   config.tuner.enabled = tune
@@ -103,12 +79,16 @@ def _build_config(data: str, output: str, settings, no_cache: bool, tune: bool,
   if workers is not None:
     settings.append(f'runner.workers={workers}')
   config = config.with_overrides(settings)
+  if config_lib.location(config.output_dir) != config_lib.location(output):
+    raise errors.UserError(f'--set output_dir={config.output_dir} contradicts {output_option} '
+                           f'{output}: give the folder once, with {output_option}.')
   _refuse_invalid(config)
   return config
 
 
 def _refuse_invalid(config: config_lib.PipelineConfig) -> None:
-  with _output_to(os.devnull):  # a backbone check imports Keras, and TensorFlow's import chatter
+  # A backbone check imports Keras: TensorFlow's import chatter goes nowhere.
+  with console.output_to(os.devnull):
     problem = config_lib.validate(config)
   if problem:
     raise errors.UserError(problem)
@@ -120,7 +100,7 @@ def _resolve_auto(config: config_lib.PipelineConfig, settings) -> config_lib.Pip
   if not auto.needs_resolving(config):
     return config
   try:
-    sides = auto.sample_sides(config.data.data_dir)
+    sides = auto.sample_sides(config.data.data_dir, class_names=config.data.class_names())
   except Exception as e:  # pylint: disable=broad-except
     if not config_lib.is_remote(config.data.data_dir):
       raise  # a local folder's problem is the user's to fix (a LayoutError says how)
@@ -160,8 +140,10 @@ def _pipeline_options(command):
 @click.option('--output', default='outputs', show_default=True, type=click.Path(file_okay=False),
               help='Where the run keeps metadata, artifacts, logs, summary.json and '
               'serving_model/.')
+@click.option('--wait', is_flag=True,
+              help='If another run is using --output, wait for it to end instead of stopping.')
 @_pipeline_options
-def run(data, output, settings, runner_profile, workers, tune, no_cache) -> None:
+def run(data, output, wait, settings, runner_profile, workers, tune, no_cache) -> None:
   """Run the whole pipeline: ingest, validate, transform, train, evaluate, push."""
   if data is None:
     data = DEFAULT_DEMO_DIR
@@ -174,17 +156,31 @@ def run(data, output, settings, runner_profile, workers, tune, no_cache) -> None
                            'images (e.g. real/ and fake/ sub-folders), or run `fakedetect '
                            'demo-data` first.')
   config = _build_config(data, output, settings, no_cache, tune, runner_profile, workers)
-  _check_layout(config.data.data_dir)
+  output_folder.refuse_overlap(config)
+  _check_layout(config.data)
   config = _resolve_auto(config, settings)
-  os.makedirs(config.output_dir, exist_ok=True)
-  log_path = _log_to_file(config.output_dir)
-  click.echo(f'Running pipeline {config.name!r} on {config_lib.location(data)} '
-             f'({config_lib.describe_runner(config.runner)}); details in {log_path}', err=True)
+  waiting = lambda holder: click.echo(f'Waiting for the run using {config.output_dir}: '
+                                      f'{holder}', err=True)
+  with output_folder.claim(config.output_dir, wait, on_wait=waiting) as note:
+    if note:
+      click.echo(note, err=True)
+    try:
+      log_path = console.log_to_file(config.output_dir)
+    except OSError as e:
+      raise output_folder.unwritable(config.output_dir, e) from None
+    _run_and_report(config, log_path)
 
+
+def _run_and_report(config: config_lib.PipelineConfig, log_path: str) -> None:
+  """Runs the pipeline with progress on the console and the rest in the log, then says how
+  it went (summary.json, the model card, models.config)."""
+  click.echo(f'Running pipeline {config.name!r} on {config_lib.location(config.data.data_dir)} '
+             f'({config_lib.describe_runner(config.runner)}); details in {log_path}', err=True)
   try:
-    with _output_to(log_path) as console:
+    with console.output_to(log_path) as stream:
       from fakedetect.pipeline import runner  # pylint: disable=g-import-not-at-top
-      runner.run(config, console=console)  # TensorFlow's import chatter goes to the log too
+      # TensorFlow's import chatter goes to the log too; epoch lines come through a file beside it.
+      runner.run(config, console=stream, progress_dir=os.path.dirname(log_path))
   except Exception as e:  # pylint: disable=broad-except
     message = _root_message(e)
     raise errors.UserError(f'The pipeline failed: {message}\nFull log: {log_path}') from None
@@ -231,9 +227,9 @@ def compile_command(target, output, pipeline_root, data, image, settings, runner
                            's3://, minio://).')
   settings = [f'runner.pipeline_root={pipeline_root}'] + list(settings)
   config = _build_config(data or f'{pipeline_root.rstrip("/")}/data', pipeline_root, settings,
-                         no_cache, tune, runner_profile, workers)
+                         no_cache, tune, runner_profile, workers, '--pipeline-root')
   config = _resolve_auto(config, settings)
-  with _output_to(os.devnull):  # TensorFlow's and TFX's import and compile chatter
+  with console.output_to(os.devnull):  # TensorFlow's and TFX's import and compile chatter
     from fakedetect.pipeline import runner  # pylint: disable=g-import-not-at-top
     path = runner.compile_kubeflow_v2(config, output, image)
   click.echo(f'Wrote {path}: pipeline {config.name!r}, image {image}, pipeline root '
@@ -244,32 +240,10 @@ def compile_command(target, output, pipeline_root, data, image, settings, runner
                'gs://YOUR-BUCKET/PATH before submitting.', err=True)
 
 
-@contextlib.contextmanager
-def _output_to(path: str):
-  """Sends stdout and stderr, this process's and its children's (TFX's wheel builds, Keras' epoch
-  lines, Beam's worker processes), to the log file; yields the console for progress lines."""
-  sys.stdout.flush()
-  sys.stderr.flush()
-  saved = {fd: os.dup(fd) for fd in (1, 2)}
-  console = os.fdopen(os.dup(saved[2]), 'w', buffering=1, encoding='utf-8')
-  with open(path, 'a', encoding='utf-8') as log:
-    for fd in saved:
-      os.dup2(log.fileno(), fd)
-    try:
-      yield console
-    finally:
-      sys.stdout.flush()
-      sys.stderr.flush()
-      for fd, copy in saved.items():
-        os.dup2(copy, fd)
-        os.close(copy)
-      console.close()
-
-
-def _check_layout(data_dir: str) -> None:
+def _check_layout(data: config_lib.DataConfig) -> None:
   """Fails fast, before TFX starts, on a folder whose layout cannot be read."""
   from fakedetect.components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
-  layouts.detect(data_dir)
+  layouts.detect(data.data_dir, data.class_names())
 
 
 def _root_message(error: BaseException) -> str:

@@ -1,9 +1,13 @@
-"""Runs the pipeline locally with BeamDagRunner, saying which component runs as it goes, or
-compiles it for Kubeflow Pipelines v2 / Vertex AI Pipelines with KubeflowV2DagRunner."""
+"""Runs the pipeline locally with BeamDagRunner, saying which component runs as it goes (and the
+Trainer's and Tuner's epochs), or compiles it for Kubeflow Pipelines v2 / Vertex AI Pipelines with
+KubeflowV2DagRunner."""
 
+import contextlib
 import dataclasses
 import os
 import sys
+import tempfile
+import threading
 import time
 from typing import Callable, Optional, TextIO
 
@@ -13,6 +17,7 @@ from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 from tfx.orchestration.beam.beam_dag_runner import PipelineNodeAsDoFn
 
 from fakedetect.components import errors
+from fakedetect.components import progress
 from fakedetect.pipeline import config as config_lib
 from fakedetect.pipeline import pipeline as pipeline_lib
 from fakedetect.pipeline.config import PipelineConfig
@@ -26,7 +31,13 @@ _STATE_WORDS = {
 
 
 def _say(line: str) -> None:
-  print(line, file=_ProgressNodeDoFn.console or sys.stderr, flush=True)
+  console = _ProgressNodeDoFn.console or sys.stderr
+  console.write(line + '\n')  # one write: the epoch relay's thread writes here too
+  console.flush()
+
+
+def _stamp() -> str:
+  return f'[{time.monotonic() - _ProgressNodeDoFn.started:6.0f}s]'
 
 
 class _ProgressNodeDoFn(PipelineNodeAsDoFn):
@@ -39,14 +50,13 @@ class _ProgressNodeDoFn(PipelineNodeAsDoFn):
 
   def process(self, element, *signals):
     cls = _ProgressNodeDoFn
-    elapsed = time.monotonic() - cls.started
-    _say(f'[{elapsed:6.0f}s] {self._node_id} ...')
+    _say(f'{_stamp()} {self._node_id} ...')
     begin = time.monotonic()
     super().process(element, *signals)
     cls.finished += 1
     state = self._last_state()
-    _say(f'[{time.monotonic() - cls.started:6.0f}s] {self._node_id} {state} in '
-         f'{time.monotonic() - begin:.0f}s ({cls.finished}/{cls.total})')
+    _say(f'{_stamp()} {self._node_id} {state} in {time.monotonic() - begin:.0f}s '
+         f'({cls.finished}/{cls.total})')
 
   def _last_state(self) -> str:
     try:
@@ -68,9 +78,52 @@ class ProgressBeamDagRunner(BeamDagRunner):
   _PIPELINE_NODE_DO_FN_CLS = _ProgressNodeDoFn
 
 
+def _copy_lines(path: str, stop: threading.Event, poll_seconds: float) -> None:
+  """Says each complete line appended to `path` until `stop`, then the rest."""
+  with open(path, encoding='utf-8', errors='replace') as f:
+    pending = ''
+    while True:
+      stopping = stop.is_set()  # read once more after the stop, for the last epoch's line
+      pending += f.read()
+      *lines, pending = pending.split('\n')
+      for line in lines:
+        _say(f'{_stamp()} {line}')
+      if stopping:
+        return
+      stop.wait(poll_seconds)
+
+
+@contextlib.contextmanager
+def relayed_progress(folder: str, poll_seconds: float = 0.5):
+  """Points module code at a progress file in `folder` (components/progress.py) and copies its
+  lines to the console while the pipeline runs: the Trainer may run in another process."""
+  fd, path = tempfile.mkstemp(prefix='.progress-', suffix='.log', dir=folder)
+  os.close(fd)
+  previous = os.environ.get(progress.ENV)
+  os.environ[progress.ENV] = path
+  stop = threading.Event()
+  relay = threading.Thread(target=_copy_lines, args=(path, stop, poll_seconds), daemon=True,
+                           name='progress-relay')
+  relay.start()
+  try:
+    yield path
+  finally:
+    stop.set()
+    relay.join()
+    if previous is None:
+      os.environ.pop(progress.ENV, None)
+    else:
+      os.environ[progress.ENV] = previous
+    os.remove(path)
+
+
 def run(config: PipelineConfig, on_start: Optional[Callable[[int], None]] = None,
-        console: Optional[TextIO] = None) -> None:
-  """Builds the DAG from the config and runs it to the end (cached steps are reused)."""
+        console: Optional[TextIO] = None, progress_dir: Optional[str] = None) -> None:
+  """Builds the DAG from the config and runs it to the end (cached steps are reused).
+
+  `progress_dir`: a local folder for the file that brings the Trainer's and Tuner's epoch lines
+  to the console; None leaves them in the log.
+  """
   tfx_pipeline = pipeline_lib.create_pipeline(config)
   _ProgressNodeDoFn.started = time.monotonic()
   _ProgressNodeDoFn.total = len(tfx_pipeline.components)
@@ -78,7 +131,8 @@ def run(config: PipelineConfig, on_start: Optional[Callable[[int], None]] = None
   _ProgressNodeDoFn.console = console
   if on_start:
     on_start(len(tfx_pipeline.components))
-  ProgressBeamDagRunner().run(tfx_pipeline)
+  with relayed_progress(progress_dir) if progress_dir else contextlib.nullcontext():
+    ProgressBeamDagRunner().run(tfx_pipeline)
 
 
 class CompileError(errors.UserError):

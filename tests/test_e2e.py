@@ -9,6 +9,7 @@ One output folder lives through three runs, as a user's would:
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -70,6 +71,10 @@ def test_first_run_is_blessed_and_pushed_in_tf_serving_layout(workspace):
   # The console told the user what ran and how it ended.
   assert 'Trainer' in workspace['first'].stderr
   assert 'blessed: yes' in workspace['first'].stdout
+  # And how training went while it waited: one line an epoch, with the validation and time left.
+  epochs = re.findall(r'^\[ *\d+s\] Trainer epoch (\d+)/20: loss \d.*val_loss \d.* left\)$',
+                      workspace['first'].stderr, re.M)
+  assert epochs and epochs == [str(k) for k in range(1, len(epochs) + 1)], workspace['first'].stderr
 
 
 def test_first_run_accounts_for_every_file_and_measures_the_model(workspace):
