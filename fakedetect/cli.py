@@ -69,7 +69,8 @@ def _build_config(data: str, output: str, settings, no_cache: bool, tune: bool,
                   runner_profile=None, workers=None,
                   output_option: str = '--output') -> config_lib.PipelineConfig:
   """The config from a command's options and --set settings. `output` is the folder the command
-  names with `output_option`: a --set output_dir that says otherwise is refused, not obeyed."""
+  names with `output_option`: a --set that says otherwise (output_dir, data.data_dir, compile's
+  runner.pipeline_root) is refused, not obeyed."""
   config = config_lib.PipelineConfig(output_dir=output, enable_cache=not no_cache)
   config.data.data_dir = data
   config.tuner.enabled = tune
@@ -79,9 +80,14 @@ def _build_config(data: str, output: str, settings, no_cache: bool, tune: bool,
   if workers is not None:
     settings.append(f'runner.workers={workers}')
   config = config.with_overrides(settings)
-  if config_lib.location(config.output_dir) != config_lib.location(output):
-    raise errors.UserError(f'--set output_dir={config.output_dir} contradicts {output_option} '
-                           f'{output}: give the folder once, with {output_option}.')
+  named = [('output_dir', config.output_dir, output_option, output),
+           ('data.data_dir', config.data.data_dir, '--data', data)]
+  if output_option == '--pipeline-root':  # compile: the root is the option's, as output_dir is
+    named.append(('runner.pipeline_root', config.runner.pipeline_root, output_option, output))
+  for key, value, option, given in named:
+    if config_lib.location(value) != config_lib.location(given):
+      raise errors.UserError(f'--set {key}={value} contradicts {option} {given}: give the '
+                             f'folder once, with {option}.')
   _refuse_invalid(config)
   return config
 

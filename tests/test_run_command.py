@@ -171,6 +171,15 @@ def test_set_output_dir_cannot_contradict_output(data, tmp_path, pipeline_calls)
   assert result.exit_code == 1
   assert 'contradicts --pipeline-root gs://b/root' in result.stderr
   assert not (tmp_path / 'p.json').exists()
+  # The other folders a command names by option: --data, and compile's --pipeline-root.
+  result = _run('--data', data, '--output', out, '--set', f'data.data_dir={other}')
+  assert f'--set data.data_dir={other} contradicts --data {data}' in result.stderr
+  result = CliRunner().invoke(cli.main, [
+      'compile', '--pipeline-root', 'gs://b/root', '--set', 'runner.pipeline_root=gs://b/x',
+      '--output', str(tmp_path / 'p.json')])
+  assert result.exit_code == 1 and ('--set runner.pipeline_root=gs://b/x contradicts '
+                                    '--pipeline-root gs://b/root') in result.stderr
+  assert len(pipeline_calls) == 1 and not (tmp_path / 'p.json').exists()
 
 
 @pytest.mark.parametrize('kind', ['parent is a file', 'read-only folder'])
