@@ -15,6 +15,7 @@ OVERALL = 'overall'
 _METRIC_NAMES = {
     'binary_accuracy': 'accuracy', 'precision': 'precision', 'recall': 'recall',
     'f1_score': 'f1', 'auc': 'auc', 'pr_auc': 'pr_auc', 'example_count': 'example_count',
+    'mean_label': 'mean_label',
 }
 
 
@@ -52,8 +53,20 @@ def evaluation_metrics(uri: str) -> Dict[str, Dict[str, float]]:
         for name, value in metrics.items():
           if name in _METRIC_NAMES and 'doubleValue' in value:
             values[_METRIC_NAMES[name]] = float(value['doubleValue'])
-    slices[_slice_name(slice_key)] = values
+    slices[_slice_name(slice_key)] = _undefined_on_one_class(values)
   return slices
+
+
+def _undefined_on_one_class(values: Dict[str, float]) -> Dict[str, float]:
+  """TFMA reports AUC 0.0 on a slice of one class (every source slice; a split without fakes),
+  where it is undefined: NaN there, as components/metrics.auc returns, so that no report prints
+  a measured 0. PR-AUC too when the slice holds no fake (no precision-recall curve)."""
+  label = values.get('mean_label')
+  if label in (0.0, 1.0):
+    values['auc'] = math.nan
+    if label == 0.0:
+      values['pr_auc'] = math.nan
+  return values
 
 
 def validation_failures(uri: str) -> List[str]:

@@ -6,11 +6,30 @@ table and the exported threshold. TFMA computes the Evaluator's own metrics; thi
 the code that scores outside TFMA.
 """
 
-from typing import Dict
+import math
+from typing import Any, Dict, Optional
 
 import numpy as np
 
 THRESHOLD_METRICS = ('f1', 'balanced_accuracy')  # what train.threshold_metric may name
+# What a table shows for a metric that is undefined (AUC on one class, recall without a fake)
+# or absent: never a number, which would read as a measured 0.
+UNDEFINED = 'n/a'
+
+
+def defined(value: Any) -> Optional[Any]:
+  """The value, or None where it is undefined (NaN): tables print None as UNDEFINED
+  (tabulate's missingval) and JSON writes it as null, where NaN is not JSON."""
+  return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def json_safe(value: Any) -> Any:
+  """value with every undefined number inside its dicts and lists made None (JSON's null)."""
+  if isinstance(value, dict):
+    return {key: json_safe(item) for key, item in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(item) for item in value]
+  return defined(value)
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:

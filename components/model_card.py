@@ -33,6 +33,7 @@ from tfx.utils import path_utils
 
 from fakedetect.components import evaluation_results
 from fakedetect.components import export
+from fakedetect.components import metrics
 from fakedetect.components import perturb
 from fakedetect.components import robustness as robustness_lib
 from fakedetect.components import views
@@ -104,10 +105,11 @@ def read_facts(report_uri: str, evaluation_uri: str, robustness_uri: str, model_
 
 
 def _table(header: List[str], rows: List[List[Any]]) -> str:
-  """A Markdown (pipe) table; floats to 3 decimals, missing values and NaN as '-'."""
-  rows = [[None if isinstance(c, float) and math.isnan(c) else c for c in row] for row in rows]
+  """A Markdown (pipe) table; floats to 3 decimals, missing and undefined values (NaN: AUC on a
+  one-class slice) as n/a, as every other report prints them."""
+  rows = [[metrics.defined(c) for c in row] for row in rows]
   return tabulate.tabulate(rows, headers=header, tablefmt='github', floatfmt='.3f',
-                           missingval='-')
+                           missingval=metrics.UNDEFINED)
 
 
 def _data(report: Dict[str, Any]) -> Dict[str, Any]:

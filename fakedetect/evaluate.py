@@ -5,16 +5,22 @@ The folder is read as the ExampleGen reads one (any layout of layouts.py: labels
 the path); each file goes through `serving_default` on its raw bytes, as TF Serving would receive
 it, and is labelled by the model's own threshold. Optional perturbations (components/perturb.py)
 measure what a platform's re-encoding costs. A file that cannot be scored is counted with its
-reason, never dropped silently.
+reason, never dropped silently. Files the model was trained on (same content hash as an example
+of its run's training split) are counted, and the figures flagged as optimistic.
 """
 
 import csv
 import dataclasses
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import hashlib
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 from tabulate import tabulate
 
+from fakedetect import output_files
+from fakedetect import run_records
 from fakedetect.components import errors
 from fakedetect.components import features
 from fakedetect.components import image_checks
@@ -90,6 +96,7 @@ def evaluate(scorer: scoring.Scorer, labelled: Labelled, perturbations: Sequence
       'scored': len(labelled.rows),
       'skipped': [{'path': path, 'reason': reason} for path, reason in labelled.skipped],
       'perturbations': {}, 'by_source': {}}
+  result['seen_in_training'] = training_overlap(scorer.model_dir, labelled)
   if keep_per_file:
     result['per_file'] = {}
   for name in tqdm(names, desc='perturbations', unit='pass', disable=not progress):
@@ -108,6 +115,48 @@ def evaluate(scorer: scoring.Scorer, labelled: Labelled, perturbations: Sequence
   return result
 
 
+def training_overlap(model_dir: str, labelled: Labelled) -> Dict[str, Any]:
+  """How many scored files the model was trained on, by content: {'count', 'of', 'splits',
+  'run_id'}; the count is None, with a 'note' saying why, when it cannot be checked (a model
+  copied away from its run's records). Never raises: the check only warns.
+
+  A file counts when its sha256 (features.HASH_KEY, as the ExampleGen writes it) is among the
+  examples of the Trainer's splits, which run_records.training_data finds by lineage."""
+  seen: Dict[str, Any] = {'count': None, 'of': len(labelled.rows)}
+  try:
+    data = run_records.training_data(model_dir)
+    if data is None:
+      return {**seen, 'note': 'no records of the run that trained the model beside it'}
+    trained = _content_hashes(data.examples_uri, data.splits)
+  except Exception as e:  # pylint: disable=broad-except  (a warning must not stop the command)
+    return {**seen, 'note': f'could not read the training examples: {e}'}
+  count = sum(hashlib.sha256(row['image_bytes']).hexdigest() in trained for row in labelled.rows)
+  return {**seen, 'count': count, 'splits': data.splits, 'run_id': data.run_id}
+
+
+def _content_hashes(examples_uri: str, splits: Sequence[str]) -> Set[str]:
+  """The content hashes of every example of these splits (Split-<name>/, gzipped TFRecords)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  files = [path for split in splits
+           for path in tf.io.gfile.glob(os.path.join(examples_uri, f'Split-{split}', '*'))]
+  if not files:
+    raise FileNotFoundError(f'no examples of the split(s) {", ".join(splits)} in {examples_uri}')
+  spec = {features.HASH_KEY: tf.io.FixedLenFeature([], tf.string, default_value='')}
+  found: Set[str] = set()
+  records = tf.data.TFRecordDataset(files, compression_type='GZIP',
+                                    num_parallel_reads=tf.data.AUTOTUNE)
+  for batch in records.batch(4096):
+    found.update(h.decode() for h in tf.io.parse_example(batch, spec)[features.HASH_KEY].numpy())
+  return found
+
+
+def write_json(path: str, result: Dict[str, Any]) -> None:
+  """The result without per-file outputs, undefined metrics as null (NaN is not JSON)."""
+  with output_files.atomic_write(path) as f:
+    json.dump(metrics.json_safe({k: v for k, v in result.items() if k != 'per_file'}), f,
+              indent=2)
+
+
 def write_predictions(path: str, labelled: Labelled, result: Dict[str, Any]) -> None:
   """One CSV row per file, so a user can open the images the model gets wrong.
 
@@ -120,7 +169,7 @@ def write_predictions(path: str, labelled: Labelled, result: Dict[str, Any]) -> 
   perturbed = [name for name in per_file if name != perturb.NONE]
   fields = (['path', 'label', 'source', 'fake_probability', 'is_fake', 'correct']
             + [f'fake_probability_{name}' for name in perturbed] + ['error'])
-  with open(path, 'w', encoding='utf-8', newline='') as f:
+  with output_files.atomic_write(path) as f:
     writer = csv.DictWriter(f, fieldnames=fields, lineterminator='\n')
     writer.writeheader()
     for i, row in enumerate(labelled.rows):
@@ -136,17 +185,22 @@ def write_predictions(path: str, labelled: Labelled, result: Dict[str, Any]) -> 
 
 
 def format_result(result: Dict[str, Any]) -> str:
-  """The tables `fakedetect evaluate` prints."""
+  """The tables `fakedetect evaluate` prints; an undefined metric (AUC on one class) is n/a."""
   columns = ('accuracy', 'precision', 'recall', 'f1', 'auc')
 
   def table(header, rows):
-    return tabulate(rows, headers=['', 'images', *header], tablefmt='plain', floatfmt='.4f',
-                    numalign='right', disable_numparse=[0])
+    return tabulate([[metrics.defined(cell) for cell in row] for row in rows],
+                    headers=['', 'images', *header], tablefmt='plain', floatfmt='.4f',
+                    numalign='right', disable_numparse=[0], missingval=metrics.UNDEFINED)
 
   out = [f'{result["scored"]} of {result["files_found"]} files scored ({result["layout"]} '
          f'layout; fake is the positive class; labels at the model\'s own threshold).', '',
          table(columns, [[name, m['example_count'], *(m[c] for c in columns)]
                          for name, m in result['perturbations'].items()])]
+  seen = result.get('seen_in_training') or {}
+  if seen.get('count'):
+    out = [f'warning: {seen["count"]} of {seen["of"]} images were in the model\'s training '
+           f'split: these figures overstate accuracy.', ''] + out
   if len(result['by_source']) > 1:
     # One class per source: accuracy is recall on a fake source, specificity on a real one.
     out += ['', 'by source (original files; one class each, so accuracy is recall on a fake '

@@ -14,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 
+from fakedetect import output_files
 from fakedetect.components import errors
 from fakedetect.components import features
 from fakedetect.components import image_checks
@@ -21,6 +22,8 @@ from fakedetect.components import image_checks
 TARGETS = ('predicted', 'fake', 'real')
 _MIN_SIDE = 256  # small images are drawn larger so the heatmap is visible
 _AGREEMENT = 1e-3  # the rebuilt classifier must match serving_default this closely
+# The PNG text chunk that marks a heatmap as explain's own, so a rerun may replace it.
+_MARKER_KEY, _MARKER = 'Software', 'fakedetect explain'
 
 
 class ExplainError(errors.UserError):
@@ -209,8 +212,25 @@ def overlay(image_bytes: bytes, heatmap: np.ndarray, alpha: float = 0.45,
 
 def write_overlay(image_bytes: bytes, explanation: Explanation, path: str,
                   alpha: float = 0.45) -> str:
-  overlay(image_bytes, explanation.heatmap, alpha, explanation.square).save(path, format='PNG')
+  """Writes the overlay as a PNG marked as a heatmap (`is_heatmap`), whole or not at all, never
+  over another image (`output_files`)."""
+  from PIL import PngImagePlugin  # pylint: disable=g-import-not-at-top
+  marker = PngImagePlugin.PngInfo()
+  marker.add_text(_MARKER_KEY, _MARKER)
+  drawn = overlay(image_bytes, explanation.heatmap, alpha, explanation.square)
+  with output_files.atomic_write(path, binary=True, replaceable=is_heatmap) as f:
+    drawn.save(f, format='PNG', pnginfo=marker)
   return path
+
+
+def is_heatmap(path: str) -> bool:
+  """A PNG `write_overlay` wrote: a rerun may replace it, where any other image is refused."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as image:
+      return image.format == 'PNG' and image.info.get(_MARKER_KEY) == _MARKER
+  except Exception:  # pylint: disable=broad-except  (not an image Pillow reads: not ours)
+    return False
 
 
 def default_output(image_path: str, out_dir: Optional[str] = None) -> str:

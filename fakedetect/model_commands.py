@@ -10,9 +10,11 @@ import os
 
 import click
 
+from fakedetect import output_files
 from fakedetect.components import errors
 from fakedetect.components import image_checks
 from fakedetect.components import perturb as perturb_lib
+from fakedetect.components.image_example_gen import folders
 from fakedetect.pipeline import names
 
 _MODEL_HELP = ('A pushed model: a version folder, a model folder, a serving root or a run\'s '
@@ -77,7 +79,12 @@ def models_unpin(output, name) -> None:
 def models_config(output, base_path) -> None:
   """Regenerate models.config from the versions on disk (pins are kept)."""
   from fakedetect import registry as models_lib  # pylint: disable=g-import-not-at-top
-  path = models_lib.write_config(_serving_root(output), base_path=base_path)
+  root = _serving_root(output)
+  if not models_lib.model_names(root):  # never a config for nothing, nor a folder made for it
+    missing = '' if os.path.isdir(output) else f' (the folder {output} does not exist)'
+    raise models_lib.ModelsError(f'No pushed model under {root}{missing}: pass --output the '
+                                 'output folder of a run that pushed one. Nothing was written.')
+  path = models_lib.write_config(root, base_path=base_path)
   click.echo(path)
 
 
@@ -106,12 +113,14 @@ def predict(paths, model, output, fmt, batch_size, uncertain_band, max_bytes, ma
   defaults = image_checks.Limits()
   limits = image_checks.Limits(max_bytes or defaults.max_bytes, max_pixels or defaults.max_pixels)
   targets = predict_lib.expand_paths(paths)
+  inputs = [path for path, _ in targets]
+  output_files.check(output, inputs)  # before the model loads and anything is scored
   scorer = scoring.Scorer(model_dir)
   click.echo(f'Model {model_dir} (threshold {scorer.threshold:.4f}); {len(targets)} files.',
              err=True)
   rows = predict_lib.predict(scorer, targets, batch_size, uncertain_band, limits,
                              progress=not no_progress)
-  with click.open_file(output, 'w', encoding='utf-8') as out:
+  with output_files.atomic_write(output, inputs=inputs) as out:
     counts = predict_lib.write_rows(rows, out, fmt)
   click.echo(f"Scored {counts['scored']} ({counts['fake']} fake, {counts['uncertain']} "
              f"uncertain); {counts['errors']} could not be scored (see the error column).",
@@ -142,6 +151,10 @@ def evaluate(data, model, split, perturbations, json_path, predictions_path, bat
   from fakedetect.components import scoring  # pylint: disable=g-import-not-at-top
   model_dir = _find_model(model)
   labelled = evaluate_lib.read_labelled(data, split)
+  inputs = [os.path.join(data, path) for path in
+            [row['path'] for row in labelled.rows] + [path for path, _ in labelled.skipped]]
+  for path in filter(None, (json_path, predictions_path)):
+    output_files.check(path, inputs)  # before anything is scored
   scorer = scoring.Scorer(model_dir)
   click.echo(f'Model {model_dir} (threshold {scorer.threshold:.4f}); {len(labelled.rows)} '
              f'images of {data}{f" (split {split})" if split else ""}.', err=True)
@@ -152,8 +165,7 @@ def evaluate(data, model, split, perturbations, json_path, predictions_path, bat
     evaluate_lib.write_predictions(predictions_path, labelled, result)
     click.echo(f'Per-file predictions: {predictions_path}', err=True)
   if json_path:
-    with open(json_path, 'w', encoding='utf-8') as f:
-      json.dump({k: v for k, v in result.items() if k != 'per_file'}, f, indent=2)
+    evaluate_lib.write_json(json_path, result)
 
 
 @click.command()
@@ -170,15 +182,17 @@ def explain(image, model, output, target, alpha) -> None:
   model sees the whole image, each native crop's own score for a local-view model."""
   from fakedetect import explain as explain_lib  # pylint: disable=g-import-not-at-top
   model_dir = _find_model(model)
-  try:  # refused before it is read if it is too large; explain() checks the rest
+  output = output or explain_lib.default_output(image)
+  output_files.check(output, [image], explain_lib.is_heatmap)  # before the model loads
+  try:  # refused before it is read if it is too large or not a file; explain() checks the rest
     data = image_checks.read_file(image, image_checks.Limits().max_bytes)
   except image_checks.ImageRejected as rejected:
     raise errors.UserError(f'Cannot explain this file: {rejected}.') from None
   result = explain_lib.explain(model_dir, data, target)
-  path = explain_lib.write_overlay(data, result, output or explain_lib.default_output(image),
-                                   alpha)
-  click.echo(f'{image}: fake_probability {result.fake_probability:.4f} -> {result.label}; '
-             f'heatmap for {result.target!r} from {result.layer}: {path}')
+  path = explain_lib.write_overlay(data, result, output, alpha)
+  printable = [folders.utf8(name, None)[0] for name in (image, path)]
+  click.echo(f'{printable[0]}: fake_probability {result.fake_probability:.4f} -> '
+             f'{result.label}; heatmap for {result.target!r} from {result.layer}: {printable[1]}')
 
 
 @click.command('inspect')

@@ -1,8 +1,10 @@
 """Batch prediction with a pushed model, through the same `serving_default` TF Serving runs.
 
 Every input file gets exactly one output row: its score, or the reason it could not be scored
-(missing, empty, too large, too many pixels, not an image TensorFlow decodes). Files are checked
-one by one before batching, so one bad file never fails the batch it would have been in.
+(missing, empty, too large, too many pixels, not an image TensorFlow decodes, a pipe or device).
+Files are checked one by one before batching, so one bad file never fails the batch it would have
+been in. A file name that is not valid UTF-8 is written escaped, as ingestion and `evaluate`
+list it, so every row can be written.
 """
 
 import csv
@@ -15,6 +17,7 @@ from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 from fakedetect.components import features
 from fakedetect.components import image_checks
 from fakedetect.components import scoring
+from fakedetect.components.image_example_gen import folders
 
 FIELDS = ('path', 'fake_probability', 'label', 'uncertain', 'error')
 
@@ -72,7 +75,9 @@ def predict(scorer: scoring.Scorer, paths: Sequence[Tuple[str, Optional[str]]],
 
 def row(path: str, scored: scoring.Scored, threshold: float, band: float) -> Dict[str, object]:
   """FIELDS for one file: the label is the model's own is_fake; uncertain when P(fake) lies
-  within `band` of the threshold."""
+  within `band` of the threshold. The path is printable: the bytes of a name that are not valid
+  UTF-8 are escaped with backslashes, as `folders.utf8` lists them for ingestion and `evaluate`."""
+  path = folders.utf8(path, None)[0]
   if scored.fake_probability is None:
     return {'path': path, 'fake_probability': None, 'label': None, 'uncertain': None,
             'error': scored.error}

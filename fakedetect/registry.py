@@ -21,7 +21,9 @@ from typing import Any, Dict, List, Optional
 
 from tabulate import tabulate
 
+from fakedetect import output_files
 from fakedetect.components import errors
+from fakedetect.components import metrics
 from fakedetect.pipeline import names
 
 CONFIG_FILE = 'models.config'
@@ -149,11 +151,8 @@ def write_config(serving_root: str, pins: Optional[Dict[str, Optional[int]]] = N
   if unknown:
     raise ModelsError(f'No pushed model named {unknown[0]!r} under {serving_root}.')
   path = os.path.join(serving_root, CONFIG_FILE)
-  os.makedirs(serving_root, exist_ok=True)
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
+  with output_files.atomic_write(path) as f:  # refuses a serving root that is not there
     f.write(render_config(entries))
-  os.replace(tmp, path)
   return path
 
 
@@ -219,7 +218,8 @@ def read_model_metadata(version_dir: str) -> Dict[str, Any]:
 
 
 def pushes_from_metadata(output_dir: str) -> Dict[str, Dict[str, Any]]:
-  """{pushed version folder: {run_id, metrics}} from the run folder's ML Metadata, read-only.
+  """{pushed version folder (real path): {run_id, metrics}} from the run folder's ML Metadata,
+  read-only.
 
   Follows lineage: every pushed PushedModel artifact (custom properties `pushed_destination`,
   `pushed_version`) -> the Pusher that wrote it -> upstream through `model_blessing` inputs to
@@ -231,13 +231,11 @@ def pushes_from_metadata(output_dir: str) -> Dict[str, Dict[str, Any]]:
   from fakedetect import run_records  # pylint: disable=g-import-not-at-top
   records = run_records.RunRecords.of_output(output_dir)
   found = {}
-  for artifact in records.artifacts_of_type('PushedModel'):
-    props = artifact.custom_properties
-    if 'pushed_destination' not in props or run_records.int_property(artifact, 'pushed') != 1:
-      continue
+  for destination, artifact in records.pushes().items():
     evaluator = records.first_judge(records.producer(artifact))
-    record: Dict[str, Any] = {'pushed_version': props['pushed_version'].string_value,
-                              'run_id': records.run_of(evaluator), 'metrics': {}}
+    record: Dict[str, Any] = {
+        'pushed_version': artifact.custom_properties['pushed_version'].string_value,
+        'run_id': records.run_of(evaluator), 'metrics': {}}
     evaluation = records.output(evaluator, 'evaluation')
     if evaluation is not None:
       from fakedetect.components import evaluation_results  # pylint: disable=g-import-not-at-top
@@ -246,7 +244,7 @@ def pushes_from_metadata(output_dir: str) -> Dict[str, Dict[str, Any]]:
             evaluation_results.OVERALL, {})
       except Exception as e:  # pylint: disable=broad-except
         logging.warning('Could not read the evaluation at %s: %s', evaluation.uri, e)
-    found[os.path.abspath(props['pushed_destination'].string_value)] = record
+    found[destination] = record
   return found
 
 
@@ -263,14 +261,14 @@ def describe(serving_root: str, name: Optional[str] = None) -> List[Dict[str, An
     with open(summary_path, encoding='utf-8') as f:
       last = json.load(f)
     if last.get('pushed_model'):
-      lineage.setdefault(os.path.abspath(last['pushed_model']),
+      lineage.setdefault(os.path.realpath(last['pushed_model']),
                          {'run_id': last.get('run_id'), 'metrics': last.get('metrics', {})})
   served = served_version(serving_root, name).version
   pinned = next((e.pinned for e in read_config(serving_root) if e.name == name), None)
   rows = []
   for version in reversed(versions(os.path.join(serving_root, name))):
     meta = read_model_metadata(version.path) if version.complete else {}
-    info = lineage.get(os.path.abspath(version.path), {})
+    info = lineage.get(os.path.realpath(version.path), {})
     rows.append({
         'model': name, 'version': version.version, 'path': version.path,
         'complete': version.complete, 'served': version.version == served,
@@ -279,24 +277,27 @@ def describe(serving_root: str, name: Optional[str] = None) -> List[Dict[str, An
         'threshold': meta.get('threshold'), 'image_size': meta.get('image_size'),
         'view': meta.get('view', 'global'), 'backbone': meta.get('backbone', 'cnn'),
         'hyperparameters': meta.get('hyperparameters'),
-        'run_id': info.get('run_id'), 'metrics': info.get('metrics', {}),
+        'run_id': info.get('run_id'),
+        'metrics': {k: metrics.defined(v) for k, v in info.get('metrics', {}).items()},
     })
   return rows
 
 
 def render_rows(rows: List[Dict[str, Any]]) -> str:
-  """The table `fakedetect models list` prints; `*` marks the version TF Serving serves."""
+  """The table `fakedetect models list` prints; `*` marks the version TF Serving serves, n/a a
+  metric that is undefined (AUC on a split of one class) or unknown."""
   header = ['version', 'pushed', 'threshold', 'accuracy', 'precision', 'recall', 'auc',
             'blessed by run']
   table = []
   for row in rows:
-    metrics = row['metrics'] or {}
+    measured = row['metrics'] or {}
     note = ' (pinned)' if row['pinned'] else ('' if row['complete'] else ' (incomplete)')
     table.append([('* ' if row['served'] else '') + str(row['version']), row['pushed_at'],
-                  row['threshold']] + [metrics.get(key) for key in header[3:7]]
+                  row['threshold']] + [measured.get(key) for key in header[3:7]]
                  + [(row['run_id'] or '-') + note])
   # Versions right-aligned, so the served one's `* ` stands out to their left.
-  text = tabulate(table, headers=header, tablefmt='plain', floatfmt='.4f', missingval='-',
+  text = tabulate(table, headers=header, tablefmt='plain', floatfmt='.4f',
+                  missingval=['-'] * 3 + [metrics.UNDEFINED] * 4 + ['-'],
                   disable_numparse=[0, 1, 7],
                   colalign=('right', 'left') + ('right',) * 5 + ('left',))
   return text + f'\n* = the version TF Serving serves under {CONFIG_FILE}'

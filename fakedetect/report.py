@@ -8,7 +8,6 @@ the tables, the verdict, the plots).
 """
 
 import dataclasses
-import math
 import os
 from typing import Any, Dict, List, Optional
 
@@ -16,10 +15,12 @@ import jinja2
 import markupsafe
 from tabulate import tabulate
 
+from fakedetect import output_files
 from fakedetect import report_plots
 from fakedetect import run_records
 from fakedetect.components import errors
 from fakedetect.components import evaluation_results
+from fakedetect.components import metrics
 from fakedetect.pipeline import names
 
 TABLE_METRICS = ('example_count', 'accuracy', 'precision', 'recall', 'f1', 'auc', 'pr_auc')
@@ -108,17 +109,16 @@ def load(target: str = 'outputs') -> Inspection:
 # -- Tables ----------------------------------------------------------------------------------
 
 def _cell(value: Any, count: bool = False) -> Any:
-  """A metric as the tables take it: None ('-') when missing or undefined (NaN)."""
-  if value is None or (isinstance(value, float) and math.isnan(value)):
-    return None
-  return int(value) if count else value
+  """A metric as the tables take it: None (n/a) when missing or undefined (NaN)."""
+  value = metrics.defined(value)
+  return int(value) if count and value is not None else value
 
 
 def _fmt(value: Any) -> str:
   """A number in a sentence, as the tables show it."""
   value = _cell(value)
   if value is None:
-    return '-'
+    return metrics.UNDEFINED
   return f'{value:.4f}' if isinstance(value, float) else str(value)
 
 
@@ -138,8 +138,9 @@ def _robustness_rows(inspection: Inspection) -> List[List[Any]]:
 
 
 def _table(header: List[str], rows: List[List[Any]], tablefmt: str = 'simple') -> str:
-  """Names left, numbers right with four decimals, '-' where a metric is undefined."""
-  return str(tabulate(rows, headers=header, tablefmt=tablefmt, floatfmt='.4f', missingval='-',
+  """Names left, numbers right with four decimals, n/a where a metric is undefined."""
+  return str(tabulate(rows, headers=header, tablefmt=tablefmt, floatfmt='.4f',
+                      missingval=metrics.UNDEFINED,
                       colalign=('left',) + ('right',) * (len(header) - 1)))
 
 
@@ -190,7 +191,7 @@ def write_report(inspection: Inspection, out_dir: str, plots: Dict[str, str]) ->
                         if inspection.robustness else None),
       plots={name: os.path.relpath(path, out_dir) for name, path in plots.items()})
   path = os.path.join(out_dir, 'index.html')
-  with open(path, 'w', encoding='utf-8') as f:
+  with output_files.atomic_write(path) as f:
     f.write(page)
   return path
 

@@ -9,6 +9,8 @@ this model" has one answer. They find an artifact by node id (pipeline/names.py)
 as pipeline.py wires them, never by folder: URIs are TFX's business.
 """
 
+import dataclasses
+import json
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -126,6 +128,26 @@ class RunRecords:
     """Every artifact of a type, in every run ('PushedModel', ...); none before the type exists."""
     return self.store.get_artifacts_by_type(type_name)
 
+  def pushes(self) -> Dict[str, Artifact]:
+    """{version folder (real path): PushedModel artifact} of every model a Pusher of this
+    folder's runs really pushed (custom properties `pushed` = 1, `pushed_destination`)."""
+    found = {}
+    for artifact in self.artifacts_of_type('PushedModel'):
+      props = artifact.custom_properties
+      if 'pushed_destination' in props and int_property(artifact, 'pushed') == 1:
+        found[os.path.realpath(props['pushed_destination'].string_value)] = artifact
+    return found
+
+  def source_examples(self, execution_id: Optional[int]) -> Optional[Artifact]:
+    """The ExampleGen's examples behind an execution's `examples` input: follows `examples`
+    inputs upstream, e.g. Trainer -> Transform's transformed examples -> Transform -> the
+    ExampleGen's examples (its producer reads none)."""
+    examples = self.input(execution_id, 'examples')
+    upstream = self.input(self.producer(examples), 'examples')
+    while upstream is not None:
+      examples, upstream = upstream, self.input(self.producer(upstream), 'examples')
+    return examples
+
   def first_judge(self, execution_id: Optional[int]) -> Optional[int]:
     """The execution that judged the model first: follows `model_blessing` inputs upstream,
     e.g. Pusher -> the RobustnessGate's blessing -> the gate -> the Evaluator's blessing ->
@@ -193,6 +215,36 @@ class Run:
   def artifact(self, node_id: str, output_key: str) -> Optional[Artifact]:
     """What a node wrote under an output key in this run, e.g. (names.EVALUATOR, 'evaluation')."""
     return self.records.output(self.execution_id(node_id), output_key)
+
+
+@dataclasses.dataclass
+class TrainingData:
+  """What a pushed model was trained on: the run's ExampleGen examples and the Trainer's splits."""
+  run_id: Optional[str]
+  examples_uri: str  # <uri>/Split-<name>/ hold the split's gzipped TFRecords
+  splits: List[str]
+
+
+def training_data(model_dir: str) -> Optional[TrainingData]:
+  """The examples a pushed version (`<output>/serving_model/<name>/<version>`) was trained on,
+  from the records of the run folder it was pushed into: PushedModel -> Pusher -> its `model`
+  -> Trainer -> `source_examples`. None when the model lies elsewhere (copied, or a folder the
+  records do not know)."""
+  version = os.path.realpath(model_dir)
+  output_dir = os.path.dirname(os.path.dirname(os.path.dirname(version)))
+  if not os.path.isfile(os.path.join(output_dir, names.METADATA_STORE)):
+    return None
+  records = RunRecords.of_output(output_dir)
+  pushed = records.pushes().get(version)
+  trainer = records.producer(records.input(records.producer(pushed), 'model'))
+  examples = records.source_examples(trainer)
+  if examples is None:
+    return None
+  (execution,) = records.store.get_executions_by_id([trainer])
+  train_args = execution.custom_properties.get('train_args')
+  # TFX's Trainer trains on the `train` split unless its train_args name others.
+  splits = json.loads(train_args.string_value or '{}').get('splits') if train_args else None
+  return TrainingData(records.run_of(trainer), examples.uri, splits or ['train'])
 
 
 def latest_run(output_dir: str) -> Run:

@@ -14,8 +14,10 @@ import tensorflow as tf
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.types import artifact_utils
 
+from fakedetect import output_files
 from fakedetect import run_records
 from fakedetect.components import evaluation_results
+from fakedetect.components import metrics as metrics_lib
 from fakedetect.components import views
 from fakedetect.pipeline import config as config_lib
 from fakedetect.pipeline import names
@@ -143,10 +145,9 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
 
 
 def write(summary: Dict[str, Any], path: str) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(summary, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  """summary.json, written whole; an undefined metric (AUC on one class) is null."""
+  with output_files.atomic_write(path) as f:
+    json.dump(metrics_lib.json_safe(summary), f, indent=2, sort_keys=True)
 
 
 def render(summary: Dict[str, Any]) -> str:
@@ -187,7 +188,7 @@ def render(summary: Dict[str, Any]) -> str:
                  f"weights {model_input['weights']}; view {view.name}: {view.describe()}")
   metrics = summary['metrics']
   if metrics:
-    shown = ', '.join(f'{name} {metrics[name]:.4f}'
+    shown = ', '.join(f'{name} {_number(metrics[name])}'
                       for name in ('accuracy', 'precision', 'recall', 'f1', 'auc')
                       if name in metrics)
     lines.append(f"{summary['eval_split']} split ({int(metrics.get('example_count', 0))} "
@@ -196,7 +197,7 @@ def render(summary: Dict[str, Any]) -> str:
     worst = summary['robustness_worst']
     bar = summary.get('min_robust_accuracy') or 0
     lines.append(f"under perturbation: worst {worst}, accuracy "
-                 f"{summary['robustness'][worst]['accuracy']:.4f} "
+                 f"{_number(summary['robustness'][worst]['accuracy'])} "
                  + (f'(bar {bar:g})' if bar else '(no bar; `fakedetect inspect` shows all)'))
   if summary.get('threshold') is not None:
     lines.append(f"decision threshold: {summary['threshold']:.4f} (chosen on the eval split)")
@@ -209,3 +210,9 @@ def render(summary: Dict[str, Any]) -> str:
   if summary.get('training_curves'):
     lines.append(f"training curves: {summary['training_curves']}")
   return '\n'.join(lines)
+
+
+def _number(value: Any) -> str:
+  """A metric as printed: four decimals, or n/a where it is undefined (AUC on one class)."""
+  value = metrics_lib.defined(value)
+  return metrics_lib.UNDEFINED if value is None else f'{value:.4f}'

@@ -1,7 +1,11 @@
 """`fakedetect evaluate`: a pushed model scored on a labelled folder, through serving_default."""
 
 import csv
+import dataclasses
+import hashlib
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -107,3 +111,111 @@ def test_cli_prints_the_table_writes_json_and_explains_user_mistakes(pushed, cif
   no_layout = runner.invoke(cli.main, ['evaluate', str(unknown), '--model', pushed['output']])
   assert no_layout.exit_code == 1 and 'Traceback' not in no_layout.output
   assert 'real' in no_layout.stderr.lower()  # the message lists the layouts understood
+
+
+def _trained_on(output, version_dir, hashes, run_id='run-that-trained'):
+  """What a run records in <output>/metadata.sqlite, and the ExampleGen's train split holding
+  examples with these content hashes: ExampleGen -> examples -> Transform -> transformed
+  examples -> Trainer -> model -> Pusher -> PushedModel at version_dir."""
+  import tensorflow as tf
+  from ml_metadata import metadata_store
+  from ml_metadata.proto import metadata_store_pb2 as pb
+  from fakedetect.components import features
+  examples_uri = os.path.join(output, 'tfx', 'ImageExampleGen', 'examples', '1')
+  os.makedirs(os.path.join(examples_uri, 'Split-train'))
+  with tf.io.TFRecordWriter(os.path.join(examples_uri, 'Split-train', 'data_tfrecord-00000.gz'),
+                            options='GZIP') as writer:
+    for value in hashes:
+      example = tf.train.Example()
+      example.features.feature[features.HASH_KEY].bytes_list.value.append(value.encode())
+      writer.write(example.SerializeToString())
+  connection = pb.ConnectionConfig()
+  connection.sqlite.filename_uri = os.path.join(output, 'metadata.sqlite')
+  connection.sqlite.connection_mode = pb.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+  store = metadata_store.MetadataStore(connection)
+  artifact = lambda kind, uri: pb.Artifact(
+      type_id=store.put_artifact_type(pb.ArtifactType(name=kind)), uri=uri)
+  pushed = artifact('PushedModel', '/nowhere/pushed')
+  pushed.custom_properties['pushed'].int_value = 1
+  pushed.custom_properties['pushed_destination'].string_value = version_dir
+  examples, transformed, model, pushed = store.put_artifacts([
+      artifact('Examples', examples_uri), artifact('Examples', '/nowhere/transformed'),
+      artifact('Model', '/nowhere/model'), pushed])
+  trainer = pb.Execution(type_id=store.put_execution_type(pb.ExecutionType(name='Trainer')))
+  trainer.custom_properties['train_args'].string_value = '{}'  # TFX's default: the train split
+  gen, transform, trainer, pusher = store.put_executions(
+      [pb.Execution(type_id=store.put_execution_type(pb.ExecutionType(name=name)))
+       for name in ('ImageExampleGen', 'Transform')] + [trainer] + [
+           pb.Execution(type_id=store.put_execution_type(pb.ExecutionType(name='Pusher')))])
+  event = lambda artifact_id, execution_id, kind, key: pb.Event(
+      artifact_id=artifact_id, execution_id=execution_id, type=kind,
+      path=pb.Event.Path(steps=[pb.Event.Path.Step(key=key), pb.Event.Path.Step(index=0)]))
+  store.put_events([
+      event(examples, gen, pb.Event.OUTPUT, 'examples'),
+      event(examples, transform, pb.Event.INPUT, 'examples'),
+      event(transformed, transform, pb.Event.OUTPUT, 'transformed_examples'),
+      event(transformed, trainer, pb.Event.INPUT, 'examples'),
+      event(model, trainer, pb.Event.OUTPUT, 'model'),
+      event(model, pusher, pb.Event.INPUT, 'model'),
+      event(pushed, pusher, pb.Event.OUTPUT, 'pushed_model')])
+  (run,) = store.put_contexts([pb.Context(
+      type_id=store.put_context_type(pb.ContextType(name='pipeline_run')), name=run_id)])
+  store.put_attributions_and_associations(
+      [], [pb.Association(context_id=run, execution_id=trainer)])
+
+
+def test_evaluate_warns_when_the_model_was_trained_on_the_images(pushed, cifake_like, tmp_path):
+  from fakedetect import cli
+  output = tmp_path / 'output'
+  shutil.copytree(pushed['output'], output)
+  version_dir = os.path.join(output, 'serving_model', 'fakedetect', str(helpers.VERSIONS[1][0]))
+  seen = sorted(cifake_like.glob('test/*/[01].jpg'))  # 2 real and 2 fake test images
+  _trained_on(str(output), version_dir,
+              [hashlib.sha256(path.read_bytes()).hexdigest() for path in seen]
+              + [hashlib.sha256(b'another image').hexdigest()])
+  runner = CliRunner()
+  out = tmp_path / 'result.json'
+  result = runner.invoke(cli.main, ['evaluate', str(cifake_like), '--model', str(output),
+                                    '--split', 'test', '--json', str(out)])
+  assert result.exit_code == 0, result.output
+  assert result.stdout.startswith("warning: 4 of 10 images were in the model's training split: "
+                                  'these figures overstate accuracy.')
+  assert json.loads(out.read_text())['seen_in_training'] == {
+      'count': 4, 'of': 10, 'splits': ['train'], 'run_id': 'run-that-trained'}
+
+  # A model away from its run's records: no warning, and the JSON says it was not checked.
+  result = runner.invoke(cli.main, ['evaluate', str(cifake_like), '--model', pushed['output'],
+                                    '--split', 'test', '--json', str(out)])
+  assert result.exit_code == 0, result.output
+  assert 'warning' not in result.stdout
+  unchecked = json.loads(out.read_text())['seen_in_training']
+  assert unchecked['count'] is None and 'no records' in unchecked['note']
+
+
+def test_an_undefined_auc_is_printed_n_a_and_written_null(pushed, cifake_like, tmp_path):
+  from fakedetect import cli, evaluate
+  from fakedetect.components import scoring
+  labelled = evaluate.read_labelled(str(cifake_like), 'test')
+  reals = dataclasses.replace(labelled, rows=[r for r in labelled.rows if r['label'] == 0])
+  result = evaluate.evaluate(scoring.Scorer(pushed['model_dir'] + '/' +
+                                            str(helpers.VERSIONS[1][0])), reals)
+  assert np.isnan(result['perturbations']['none']['auc'])  # one class: AUC is undefined
+  header, row = evaluate.format_result(result).splitlines()[2:4]
+  assert header.split()[-1] == 'auc' and row.split()[-1] == 'n/a'
+  assert 'nan' not in evaluate.format_result(result) and '0.0000' not in row.split()[-1]
+  out = tmp_path / 'result.json'
+  evaluate.write_json(str(out), result)
+  assert json.loads(out.read_text())['perturbations']['none']['auc'] is None  # not NaN: not JSON
+
+  # A --json or --predictions file that cannot be written is refused before anything is scored.
+  for flag in ('--json', '--predictions'):
+    refused = CliRunner().invoke(cli.main, ['evaluate', str(cifake_like), '--model',
+                                            pushed['output'], flag,
+                                            str(tmp_path / 'missing' / 'out')])
+    assert refused.exit_code == 1 and 'Traceback' not in refused.output
+    assert f'the folder {tmp_path / "missing"} does not exist' in refused.stderr
+    assert 'perturbations' not in refused.stderr  # the progress bar of the scoring
+  image = str(cifake_like / 'test' / 'REAL' / '0.jpg')
+  refused = CliRunner().invoke(cli.main, ['evaluate', str(cifake_like), '--model',
+                                          pushed['output'], '--json', image])
+  assert refused.exit_code == 1 and 'one of the inputs' in refused.stderr

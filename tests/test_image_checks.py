@@ -99,3 +99,49 @@ def test_pillows_process_wide_guard_is_only_ever_raised():
       image_checks.check_header(_png_declaring(3000, 2000), max_pixels=5_000_000)
   finally:
     Image.MAX_IMAGE_PIXELS = saved
+
+
+def finishes(call, fifo: str, seconds: float = 20):
+  """call()'s result, run in a thread: fails the test if it is still running after `seconds`
+  (blocked opening the FIFO `fifo`, as read_file did), after unblocking it by opening the
+  FIFO's other end, so that a hang fails the test instead of blocking the suite."""
+  import threading  # pylint: disable=g-import-not-at-top
+  outcome = {}
+
+  def target():
+    try:
+      outcome['value'] = call()
+    except BaseException as e:  # pylint: disable=broad-except  (re-raised in the test's thread)
+      outcome['error'] = e
+
+  thread = threading.Thread(target=target, daemon=True)
+  thread.start()
+  thread.join(seconds)
+  if thread.is_alive():
+    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the reader's open() returns
+    thread.join(seconds)
+    pytest.fail(f'still running after {seconds} s: blocked on the pipe {fifo}')
+  if 'error' in outcome:
+    raise outcome['error']
+  return outcome.get('value')
+
+
+def test_a_pipe_or_a_folder_is_refused_at_once_not_waited_on(tmp_path):
+  """Opening a FIFO for reading blocks until a writer comes: read_file must never wait."""
+  from fakedetect.components import image_checks  # pylint: disable=g-import-not-at-top
+  fifo = str(tmp_path / 'photo.jpg')
+  os.mkfifo(fifo)
+
+  def reason(path):
+    try:
+      image_checks.read_checked(path)
+    except image_checks.ImageRejected as rejected:
+      return rejected.reason, str(rejected)
+    return None
+
+  assert finishes(lambda: reason(fifo), fifo) == (
+      'unreadable', f'unreadable: {image_checks.NOT_REGULAR}')
+  assert reason(str(tmp_path)) == ('unreadable', 'unreadable: a folder, not a file')
+  good = tmp_path / 'good.png'
+  good.write_bytes(_image(1, 'PNG'))
+  assert image_checks.read_file(str(good), max_bytes=10**6) == good.read_bytes()

@@ -1,6 +1,8 @@
 """`fakedetect inspect` on real demo runs: the table, the verdict, the plots and the report."""
 
+import math
 import os
+import re
 
 from click.testing import CliRunner
 import pytest
@@ -49,3 +51,40 @@ def test_inspect_without_a_run_says_what_to_do(tmp_path):
   result = CliRunner().invoke(cli.main, ['inspect', str(tmp_path)])
   assert result.exit_code == 1
   assert 'No run in' in result.output and 'fakedetect run' in result.output
+
+
+def test_an_undefined_metric_reads_n_a_in_the_table_and_the_page(tmp_path):
+  """A source slice holds one class: its AUC is undefined, never a measured 0.0000."""
+  from fakedetect import report as report_lib  # pylint: disable=g-import-not-at-top
+  nan = float('nan')
+  inspection = report_lib.Inspection(
+      evaluation='evaluation', output_dir=str(tmp_path), blessed=True, failures=[],
+      slices={'overall': {'example_count': 30.0, 'accuracy': 0.9, 'precision': 0.8,
+                          'recall': 0.75, 'f1': 0.77, 'auc': 0.95, 'pr_auc': 0.93},
+              'source=camera_a': {'example_count': 15.0, 'accuracy': 1.0, 'precision': nan,
+                                  'recall': nan, 'f1': nan, 'auc': nan, 'pr_auc': nan}})
+  lines = report_lib.render(inspection).splitlines()
+  overall = next(line for line in lines if line.startswith('overall')).split()
+  camera = next(line for line in lines if line.startswith('source=camera_a')).split()
+  assert overall[1:] == ['30', '0.9000', '0.8000', '0.7500', '0.7700', '0.9500', '0.9300']
+  assert camera[1:] == ['15', '1.0000'] + ['n/a'] * 5
+  page = open(report_lib.write_report(inspection, str(tmp_path), {}), encoding='utf-8').read()
+  assert re.search(r'<td[^>]*>\s*n/a</td>', page) and 'nan' not in page.lower()
+
+
+def test_tfma_auc_of_a_one_class_slice_is_undefined_not_zero(monkeypatch):
+  """TFMA says AUC 0.0 on a source slice (one class each): read back as NaN, so n/a."""
+  import types  # pylint: disable=g-import-not-at-top
+  from fakedetect.components import evaluation_results  # pylint: disable=g-import-not-at-top
+  by_slice = {(): {'mean_label': 0.5, 'auc': 0.9, 'pr_auc': 0.8},
+              (('source', 'camera_a'),): {'mean_label': 0.0, 'auc': 0.0, 'pr_auc': 0.0},
+              (('source', 'gan'),): {'mean_label': 1.0, 'auc': 0.0, 'pr_auc': 1.0}}
+  result = types.SimpleNamespace(slicing_metrics=[
+      (key, {'': {'': {name: {'doubleValue': v} for name, v in values.items()}}})
+      for key, values in by_slice.items()])
+  monkeypatch.setattr(evaluation_results, 'load_candidate_result', lambda uri: result)
+  slices = evaluation_results.evaluation_metrics('evaluation')
+  assert slices['overall']['auc'] == 0.9 and slices['overall']['pr_auc'] == 0.8
+  assert math.isnan(slices['source=camera_a']['auc'])
+  assert math.isnan(slices['source=camera_a']['pr_auc'])
+  assert math.isnan(slices['source=gan']['auc']) and slices['source=gan']['pr_auc'] == 1.0

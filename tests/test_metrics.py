@@ -66,3 +66,10 @@ def test_best_threshold_is_the_best_cut_halfway_to_the_next_score_ties_to_the_hi
     below = cuts[best + 1] if best + 1 < len(cuts) else 0.0
     assert metrics.best_threshold(labels, probs, metric) == pytest.approx(
         (cuts[best] + below) / 2), (labels, probs)
+
+
+def test_an_undefined_metric_becomes_none_never_a_number():
+  """What the tables print as n/a and JSON writes as null: AUC of one class is NaN, not 0."""
+  undefined = metrics.classification([0, 0], [0.2, 0.7], [0, 1])['auc']
+  assert metrics.defined(undefined) is None and metrics.UNDEFINED == 'n/a'
+  assert metrics.defined(0.0) == 0.0 and metrics.defined(15) == 15

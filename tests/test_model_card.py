@@ -44,10 +44,11 @@ def test_a_refused_model_gets_a_card_that_says_why_from_its_facts_alone():
   assert 'quarantined 2 (empty: 2).' in card and 'train 80%, test 20%' in card
   assert '**0.457**' in card and '(mixed_bfloat16 compute;' in card and 'width=16' in card
   lines = card.splitlines()
-  # Tables through tabulate: NaN and missing values print as '-', floats with 3 decimals.
-  assert [line.split('|')[2].strip() for line in lines if line.startswith('| auc ')] == ['-']
+  # Tables through tabulate: NaN and missing values print as n/a, floats with 3 decimals.
+  assert [line.split('|')[2].strip() for line in lines if line.startswith('| auc ')] == ['n/a']
   row = next(line for line in lines if line.startswith('| source=gen'))
-  assert [c.strip() for c in row.strip('|').split('|')] == ['source=gen', '2', '1.000'] + ['-'] * 5
+  cells = [c.strip() for c in row.strip('|').split('|')]
+  assert cells == ['source=gen', '2', '1.000'] + ['n/a'] * 5
   assert 'Slices with fewer than 30 images (source=gen)' in card
   assert 'File formats are not balanced between classes (gap up to 100%)' in card
   assert '### Most confident mistakes' not in card  # this robustness result records none

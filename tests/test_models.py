@@ -164,3 +164,40 @@ def test_models_list_shows_versions_metadata_and_the_blessing_run(output):
   assert [(r['version'], r['pinned']) for r in served] == [(OLD, True)]
   refused = runner.invoke(cli.main, ['models', 'rollback', '42', '--output', output])
   assert refused.exit_code == 1 and 'not a complete pushed model' in refused.stderr
+
+
+def test_models_config_never_creates_a_missing_folder_and_names_it(output, tmp_path):
+  from fakedetect import cli, output_files, registry
+  runner = CliRunner()
+  missing = tmp_path / 'typo'
+  result = runner.invoke(cli.main, ['models', 'config', '--output', str(missing)])
+  assert result.exit_code == 1 and 'Traceback' not in result.output
+  assert f'the folder {missing} does not exist' in result.stderr and 'Nothing was written' in (
+      result.stderr)
+  assert not missing.exists()
+  empty = tmp_path / 'not_a_run'  # a folder, but no run's: no config written into it either
+  empty.mkdir()
+  result = runner.invoke(cli.main, ['models', 'config', '--output', str(empty)])
+  assert result.exit_code == 1 and 'No pushed model under' in result.stderr
+  assert list(empty.iterdir()) == []
+  with pytest.raises(output_files.OutputError, match='does not exist'):
+    registry.write_config(str(missing / names.SERVING_DIR))
+  assert not missing.exists()
+  result = runner.invoke(cli.main, ['models', 'config', '--output', output])
+  assert result.exit_code == 0, result.output
+  root = os.path.join(output, names.SERVING_DIR)
+  assert sorted(os.listdir(root)) == ['fakedetect', 'models.config']  # no temporary file left
+
+
+def test_models_list_prints_an_undefined_auc_as_n_a(output):
+  from fakedetect import registry
+  root = os.path.join(output, names.SERVING_DIR)
+  new_dir = os.path.join(root, 'fakedetect', str(NEW))
+  with open(os.path.join(output, names.SUMMARY_FILE), 'w') as f:  # an eval split of one class
+    f.write(json.dumps({'run_id': 'one-class', 'pushed_model': new_dir,
+                        'metrics': {'accuracy': 0.9, 'precision': 1.0, 'recall': 0.9,
+                                    'auc': float('nan')}}))
+  rows = registry.describe(root)
+  assert rows[0]['metrics']['auc'] is None  # `models list --json` writes null, not NaN
+  line = registry.render_rows(rows).splitlines()[1]
+  assert line.split()[-2] == 'n/a' and 'nan' not in line  # the auc column, before the run

@@ -236,3 +236,126 @@ def test_explain_cli_writes_an_overlay_png(pushed, tmp_path):
   broken.write_bytes(b'\xff\xd8\xff truncated')
   result = CliRunner().invoke(cli.main, ['explain', str(broken), '--model', pushed['model_dir']])
   assert result.exit_code == 1 and 'Cannot explain this file' in result.stderr
+
+
+def test_predict_never_writes_over_an_input_or_an_image_and_writes_whole_files(pushed, tmp_path,
+                                                                              monkeypatch):
+  from fakedetect import cli
+  from fakedetect import predict as predict_lib
+  runner = CliRunner()
+  photos = {name: tmp_path / name for name in ('a.jpg', 'b.jpg', 'c.jpg')}
+  for path, data in zip(photos.values(), helpers.sample_images()):
+    path.write_bytes(data)
+  originals = {name: path.read_bytes() for name, path in photos.items()}
+  model = ['--model', pushed['model_dir']]
+  # The input as the output; `predict -o *.jpg`, which the shell expands to -o a.jpg b.jpg c.jpg.
+  same = runner.invoke(cli.main, ['predict', str(photos['a.jpg']), '-o', str(photos['a.jpg'])]
+                       + model)
+  assert same.exit_code == 1 and 'one of the inputs' in same.stderr, same.output
+  expanded = runner.invoke(cli.main, ['predict', '-o', *map(str, photos.values())] + model)
+  assert expanded.exit_code == 1 and 'existing image' in expanded.stderr, expanded.output
+  notes = tmp_path / 'notes.txt'  # an input that is not an image is never written over either
+  notes.write_text('my notes\n')
+  refused = runner.invoke(cli.main, ['predict', str(notes), '-o', str(notes)] + model)
+  assert refused.exit_code == 1 and notes.read_text() == 'my notes\n'
+  assert {name: path.read_bytes() for name, path in photos.items()} == originals
+
+  # A missing folder is named, not created, and nothing is scored first.
+  missing = tmp_path / 'no' / 'such'
+  result = runner.invoke(cli.main, ['predict', str(photos['a.jpg']), '-o',
+                                    str(missing / 'rows.csv')] + model)
+  assert result.exit_code == 1 and f'the folder {missing} does not exist' in result.stderr
+  assert 'Traceback' not in result.output and not missing.parent.exists()
+  unwritable = runner.invoke(cli.main, ['predict', str(photos['a.jpg']), '-o', '/proc/rows.csv']
+                             + model)
+  assert unwritable.exit_code == 1 and '/proc takes no new file' in unwritable.stderr
+  assert unwritable.exception is None or isinstance(unwritable.exception, SystemExit)
+
+  # An earlier output (not an image) is replaced, whole; a failure meanwhile leaves it as it was.
+  rows = tmp_path / 'rows.csv'
+  rows.write_text('an earlier run\n')
+  result = runner.invoke(cli.main, ['predict', *map(str, photos.values()), '-o', str(rows)]
+                         + model)
+  assert result.exit_code == 0, result.output
+  assert len(list(csv.DictReader(rows.open()))) == 3
+  before = rows.read_text()
+
+  def fails_halfway(items, out, fmt):
+    out.write('path,fake_probability\n')
+    raise RuntimeError('killed halfway')
+
+  monkeypatch.setattr(predict_lib, 'write_rows', fails_halfway)
+  result = runner.invoke(cli.main, ['predict', str(photos['a.jpg']), '-o', str(rows)] + model)
+  assert isinstance(result.exception, RuntimeError)
+  assert rows.read_text() == before
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['a.jpg', 'b.jpg', 'c.jpg', 'notes.txt',
+                                                        'rows.csv']  # no temporary file left
+
+
+def test_predict_gives_a_pipe_one_error_row_instead_of_waiting_for_ever(pushed, tmp_path):
+  from fakedetect import predict
+  from fakedetect.components import image_checks, scoring
+  from tests.test_image_checks import finishes
+  (tmp_path / 'a.png').write_bytes(helpers.sample_images()[1])
+  fifo = str(tmp_path / 'b.jpg')
+  os.mkfifo(fifo)
+  scorer = scoring.Scorer(pushed['versions'][NEW])
+  paths = predict.expand_paths([str(tmp_path)])  # a folder holding a pipe
+  rows = finishes(lambda: list(predict.predict(scorer, paths + predict.expand_paths([fifo]))),
+                  fifo)
+  assert [os.path.basename(r['path']) for r in rows] == ['a.png', 'b.jpg', 'b.jpg']
+  assert rows[0]['error'] is None
+  assert rows[1]['error'] == rows[2]['error'] == f'unreadable: {image_checks.NOT_REGULAR}'
+
+
+def test_predict_writes_every_row_with_a_file_name_that_is_not_utf8(pushed, tmp_path):
+  from fakedetect import cli
+  images = helpers.sample_images()
+  folder = tmp_path / 'photos'
+  folder.mkdir()
+  odd = os.fsdecode(b'caf\xe9-latin1.png')  # a name from an old Latin-1 camera or archive
+  (folder / odd).write_bytes(images[1])
+  (folder / 'z.png').write_bytes(images[1])  # sorted after it: its row must be written too
+  runner = CliRunner()
+  out = tmp_path / 'rows.csv'
+  for target in ('-', str(out)):
+    result = runner.invoke(cli.main, ['predict', str(folder), '--model', pushed['model_dir'],
+                                      '-o', target, '--no-progress'])
+    assert result.exit_code == 0, result.output
+    text = result.stdout if target == '-' else out.read_text(encoding='utf-8')
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [os.path.basename(r['path']) for r in rows] == ['caf\\xe9-latin1.png', 'z.png']
+    assert rows[0]['error'] == '' and rows[0]['fake_probability'] == rows[1]['fake_probability']
+
+
+def test_explain_never_writes_over_an_input_or_an_image_nor_into_a_missing_folder(pushed,
+                                                                                 tmp_path):
+  from fakedetect import cli
+  from tests.test_image_checks import finishes
+  runner = CliRunner()
+  image = tmp_path / 'photo.jpg'
+  image.write_bytes(helpers.sample_images()[0])
+  original = image.read_bytes()
+  model = ['--model', pushed['model_dir']]
+  result = runner.invoke(cli.main, ['explain', str(image), '-o', str(image)] + model)
+  assert result.exit_code == 1 and 'one of the inputs' in result.stderr, result.output
+  other = tmp_path / 'holiday.png'  # somebody's picture where the heatmap would go
+  other.write_bytes(helpers.sample_images()[1])
+  result = runner.invoke(cli.main, ['explain', str(image), '-o', str(other)] + model)
+  assert result.exit_code == 1 and 'existing image' in result.stderr, result.output
+  assert image.read_bytes() == original and other.read_bytes() == helpers.sample_images()[1]
+  # explain's own heatmap may be replaced by a rerun.
+  cam = tmp_path / 'cam.png'
+  for _ in range(2):
+    result = runner.invoke(cli.main, ['explain', str(image), '-o', str(cam)] + model)
+    assert result.exit_code == 0, result.output
+  missing = tmp_path / 'heatmaps'
+  result = runner.invoke(cli.main, ['explain', str(image), '-o', str(missing / 'cam.png')] + model)
+  assert result.exit_code == 1 and f'the folder {missing} does not exist' in result.stderr
+  assert 'Traceback' not in result.output and not missing.exists()
+  # A pipe where the image should be: a message, at once.
+  fifo = str(tmp_path / 'pipe.jpg')
+  os.mkfifo(fifo)
+  result = finishes(lambda: runner.invoke(cli.main, ['explain', fifo, '-o', str(cam)] + model),
+                    fifo)
+  assert result.exit_code == 1 and 'not a regular file' in result.stderr, result.output
