@@ -43,7 +43,7 @@ REASONS = {
     'outside_data_folder': 'a manifest path or a link leading out of the data folder; not read',
 }
 # Why a path that is a pipe (FIFO), socket or device is not read: opening a pipe blocks.
-NOT_REGULAR = 'not a regular file (a pipe, socket or device); not read'
+NOT_REGULAR = folders.NOT_REGULAR
 # Reasons that mean "TensorFlow would not decode these bytes as an image": one phrase for users.
 _UNDECODABLE = frozenset({'not_image', 'unsupported_format', 'truncated', 'corrupt',
                           'unsupported_mode'})

@@ -14,6 +14,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 # Files that are never data: listed in the report (quarantined as not_image), never read.
 _SYSTEM_FILES = frozenset({'.ds_store', 'thumbs.db', 'desktop.ini'})
 _SYSTEM_FOLDERS = frozenset({'__macosx'})
+# Why a pipe (FIFO), socket or device is never read: opening a pipe blocks its reader.
+NOT_REGULAR = 'not a regular file (a pipe, socket or device); not read'
 
 # (path relative to data_dir, why it cannot be read or None): a folder the walk could not enter
 # is listed too, so that nothing found disappears without a trace. A problem is quarantined as
@@ -102,7 +104,7 @@ def _walk(data_dir: str, follow_outside_links: bool) -> List[_Stat]:
       elif stat.S_ISREG(info.st_mode):
         found.append((rel, None, info.st_size, info.st_mtime_ns))
       else:  # opening a pipe would block the worker forever
-        found.append((rel, 'not a regular file (a pipe, socket or device); not read', 0, 0))
+        found.append((rel, NOT_REGULAR, 0, 0))
   return found
 
 
