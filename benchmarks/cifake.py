@@ -20,6 +20,7 @@ import sys
 import tarfile
 import time
 
+from fakedetect.components.image_example_gen import folders
 from fakedetect.pipeline import names
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,7 +49,8 @@ def unpack(archive: str, workdir: str) -> str:
 
 
 def subset(data: str, workdir: str, per_class: int) -> str:
-  """A folder of links to the first `per_class` files of each class (sorted: deterministic)."""
+  """A folder of hard links (folders.link_into) to the first `per_class` files of each class
+  (sorted: deterministic)."""
   target = os.path.join(workdir, f'cifake-{per_class}')
   for cls in ('REAL', 'FAKE'):
     src = os.path.join(data, 'train', cls)
@@ -57,7 +59,7 @@ def subset(data: str, workdir: str, per_class: int) -> str:
       continue
     os.makedirs(dst)
     for name in sorted(os.listdir(src))[:per_class]:
-      os.symlink(os.path.join(src, name), os.path.join(dst, name))
+      folders.link_into(os.path.join(src, name), os.path.join(dst, name))
   return target
 
 

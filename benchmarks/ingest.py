@@ -60,7 +60,7 @@ def _unpack(tarball: str) -> str:
 
 
 def _subset(data_dir: str, limit: int) -> str:
-  """A folder of symbolic links to the first `limit` files (sorted), spread over every class
+  """A folder of hard links to the first `limit` files (sorted), spread over every class
   folder of the layout, so that the layout and the class balance are kept."""
   target = os.path.join(SCRATCH, f'subset-{limit}')
   shutil.rmtree(target, ignore_errors=True)
@@ -70,7 +70,8 @@ def _subset(data_dir: str, limit: int) -> str:
     rel = os.path.relpath(folder, data_dir)
     os.makedirs(os.path.join(target, rel))
     for name in sorted(os.listdir(folder))[:per_leaf]:
-      os.symlink(os.path.join(folder, name), os.path.join(target, rel, name))
+      # Hard links: the ingest does not follow links that leave the data folder.
+      os.link(os.path.join(folder, name), os.path.join(target, rel, name))
   return target
 
 

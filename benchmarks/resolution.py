@@ -30,6 +30,7 @@ from typing import Dict, List, Optional
 
 from tabulate import tabulate
 
+from fakedetect.components.image_example_gen import folders
 from fakedetect.pipeline import names
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,8 +61,9 @@ HEARTBEAT_SECONDS = 60
 
 
 def subset(data: str, work: str, per_class: int) -> str:
-  """A folder of links to `per_class` files of each class in each of the layout's splits (spread
-  evenly over the sorted files, so every source is sampled), laid out as `data` is."""
+  """A folder of hard links (folders.link_into) to `per_class` files of each class in each of the
+  layout's splits (spread evenly over the sorted files, so every source is sampled), laid out as
+  `data` is."""
   from fakedetect.components.image_example_gen import layouts  # pylint: disable=g-import-not-at-top
   layout = layouts.detect(data)
   if isinstance(layout, layouts.ManifestLayout):
@@ -77,7 +79,7 @@ def subset(data: str, work: str, per_class: int) -> str:
   for rels in groups.values():
     for rel in rels[::max(1, len(rels) // per_class)][:per_class]:
       os.makedirs(os.path.dirname(os.path.join(target, rel)), exist_ok=True)
-      os.symlink(os.path.abspath(os.path.join(data, rel)), os.path.join(target, rel))
+      folders.link_into(os.path.join(data, rel), os.path.join(target, rel))
   return target
 
 
@@ -195,9 +197,9 @@ def table(rows: List[dict], also: List[str]) -> str:
                    + failures)
 
 
-def short_names(folders: List[str]) -> List[str]:
+def short_names(paths: List[str]) -> List[str]:
   """Column names for the --also folders: their base names, numbered where two coincide."""
-  bases = [os.path.basename(os.path.normpath(folder)) for folder in folders]
+  bases = [os.path.basename(os.path.normpath(folder)) for folder in paths]
   return [base if bases.count(base) == 1 else f'{base}#{i + 1}' for i, base in enumerate(bases)]
 
 

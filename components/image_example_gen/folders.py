@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import posixpath
+import shutil
 import stat
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -270,3 +271,13 @@ def open_binary(path: str):
     from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
     return fileio.open(path, 'rb')
   return open(path, 'rb')
+
+
+def link_into(source: str, target: str) -> None:
+  """Puts source's file at target (a subset folder built for a run or a benchmark): a hard link,
+  which is the file itself rather than a link leaving the folder (those are not followed), or a
+  copy where a hard link cannot be made (another filesystem)."""
+  try:
+    os.link(source, target)
+  except OSError:
+    shutil.copyfile(source, target)
