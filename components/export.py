@@ -8,11 +8,19 @@ Signatures (all share the Transform graph, so serving preprocesses exactly as tr
   metadata            () -> threshold, view, image_size, crop_size, native_size, backbone,
                       label_names
 `assets.extra/fakedetect.json` carries the same metadata for tools that do not load the graph.
+
+serving_default refuses a request holding an image it cannot score, naming the first such one by
+its position, in the InvalidArgumentError a TF Serving client reads (HTTP 400):
+  assertion failed: [image_bytes[3] is not an image: ...; no image of this request was scored: ...]
+Reasons: empty, not a JPEG/PNG/GIF/BMP, over MAX_IMAGE_BYTES, a JPEG header without a size, over
+MAX_IMAGE_PIXELS (all checked before any image is decoded), then not decodable. An empty request
+is answered with empty outputs.
 """
 
 import json
 import os
-from typing import Any, Dict
+import re
+from typing import Any, Dict, Optional, Tuple
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -34,46 +42,105 @@ MAX_IMAGE_BYTES = features.MAX_IMAGE_BYTES
 MAX_IMAGE_PIXELS = features.MAX_IMAGE_PIXELS
 
 
+# What tf.io.decode_image reads, by the bytes each format starts with.
+_JPEG, _PNG, _GIF, _BMP = b'\xff\xd8\xff', b'\x89PNG', b'GIF8', b'BM'
+_REFUSAL = 'image_bytes[{{}}] {}; no image of this request was scored: send it without that one'
+_REFUSED = re.compile(r'image_bytes\[(\d+)\] (.+?); no image of this request was scored')
+
+
+def _refuse(image_bytes: tf.Tensor, refused: tf.Tensor, reason: str) -> tf.Tensor:
+  """`image_bytes` as ops reading it will see it: only once no image is `refused` (bool [batch]).
+
+  Otherwise the request fails with InvalidArgumentError 'assertion failed: [image_bytes[i] ...]',
+  i the first refused position: the error a TF Serving client reads in its response. Checks
+  chained through their results run in order, so the first one that fails is the one reported.
+  """
+  count = tf.size(refused)
+  first = tf.reduce_min(tf.where(refused, tf.range(count), count))
+  with tf.control_dependencies([image_bytes]):  # after the checks before it
+    check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(refused)),
+                                [tf.strings.format(_REFUSAL.format(reason), first)])
+  with tf.control_dependencies([check]):  # a dependency: nothing reads the bytes before
+    return tf.identity(image_bytes)
+
+
+def refused_image(error) -> Optional[Tuple[int, str]]:
+  """(position in the batch, reason) of the image serving_default refused a request for, from
+  its error (or the error's message); None when the error is not such a refusal."""
+  found = _REFUSED.search(str(getattr(error, 'message', error)))
+  return (int(found.group(1)), found.group(2)) if found else None
+
+
+def _first(dataset: tf.data.Dataset, otherwise):
+  """The first element of `dataset`, or `otherwise` when it has none. (get_single_element costs
+  a tenth of Dataset.reduce per call.)"""
+  return dataset.concatenate(tf.data.Dataset.from_tensors(otherwise)).take(1).get_single_element()
+
+
+def _per_image(fn, image_bytes: tf.Tensor):
+  """fn(image_bytes) (outputs of leading dimension [batch]) and the images it fails on:
+  (succeeded, bool [batch]; outputs).
+
+  A graph has no try/except: a tf.data pipeline that drops what fn fails on stands in for one.
+  fn runs on the whole batch; only when that fails does it run image by image, to find which.
+  """
+  count = tf.size(image_bytes, out_type=tf.int64)
+  whole = tf.data.Dataset.from_tensors(image_bytes).map(lambda b: (True, fn(b))).ignore_errors()
+  empty = tf.nest.map_structure(lambda s: tf.zeros([0] + s.shape[1:], s.dtype),
+                                whole.element_spec[1])
+  succeeded, outputs = _first(whole, (False, empty))
+
+  def one_by_one():
+    rows = tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes)).map(
+        lambda i, one: (i[None], fn(one[None]))).ignore_errors()
+    positions, outputs = _first(rows.unbatch().batch(tf.maximum(count, 1)),
+                                (tf.zeros([0], tf.int64), empty))
+    return tf.scatter_nd(positions[:, None], tf.ones_like(positions, tf.bool), [count]), outputs
+
+  return tf.cond(succeeded, lambda: (tf.ones([count], tf.bool), outputs), one_by_one)
+
+
 def declared_pixels(image_bytes: tf.Tensor) -> tf.Tensor:
   """width x height each JPEG/PNG/GIF/BMP header declares (int64 [batch]); 0 for other bytes.
 
   Read from the header only, so a decompression bomb is refused before any pixel is decoded.
+  Fails on a JPEG whose header does not say.
   """
-  head = tf.strings.substr(tf.strings.join([image_bytes, b'\0' * 32]), 0, 32)
-  b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+  b = tf.cast(tf.io.decode_raw(image_bytes, tf.uint8, fixed_length=32), tf.int64)  # 0-padded
   word = lambda i, n, big: sum(b[:, i + k] * 256**(n - 1 - k if big else k) for k in range(n))
   starts = lambda magic: tf.strings.substr(image_bytes, 0, len(magic)) == magic
   bmp_height = word(22, 4, False)
   bmp_height = tf.abs(tf.where(bmp_height >= 2**31, bmp_height - 2**32, bmp_height))
   jpeg = tf.map_fn(
       lambda one: tf.cond(
-          tf.strings.substr(one, 0, 3) == b'\xff\xd8\xff',
+          tf.strings.substr(one, 0, len(_JPEG)) == _JPEG,
           lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(one)[:2], tf.int64)),
           lambda: tf.constant(0, tf.int64)),
       image_bytes, fn_output_signature=tf.int64)
   zero = tf.zeros_like(jpeg)
   return (jpeg +
-          tf.where(starts(b'\x89PNG'), word(16, 4, True) * word(20, 4, True), zero) +
-          tf.where(starts(b'GIF8'), word(6, 2, False) * word(8, 2, False), zero) +
-          tf.where(starts(b'BM'), word(18, 4, False) * bmp_height, zero))
+          tf.where(starts(_PNG), word(16, 4, True) * word(20, 4, True), zero) +
+          tf.where(starts(_GIF), word(6, 2, False) * word(8, 2, False), zero) +
+          tf.where(starts(_BMP), word(18, 4, False) * bmp_height, zero))
 
 
 def _within_limits(image_bytes: tf.Tensor) -> tf.Tensor:
-  """The bytes, gated so the request fails with a clear error if any image is over a limit.
-
-  The gate is a data dependency (check_numerics on the decoder's input path): Grappler may
-  reorder a control dependency on an Assert, which would let a bomb be decoded first.
-  """
-  for over, message in (
-      (tf.strings.length(image_bytes) > MAX_IMAGE_BYTES,
-       f'image_bytes: an image is larger than {MAX_IMAGE_BYTES} bytes'),
-      (declared_pixels(image_bytes) > MAX_IMAGE_PIXELS,
-       f'image_bytes: an image declares more than {MAX_IMAGE_PIXELS} pixels')):
-    bad = tf.cast(tf.reduce_any(over), tf.float32)
-    gate = tf.debugging.check_numerics(bad / (1.0 - bad), message)  # inf when over: raises
-    image_bytes = tf.strings.substr(image_bytes, tf.zeros_like(tf.strings.length(image_bytes)),
-                                    tf.strings.length(image_bytes) + tf.cast(gate, tf.int32))
-  return image_bytes
+  """The bytes, gated so that the request fails naming the first image that is not a JPEG, PNG,
+  GIF or BMP, or is over a limit, before any image is decoded."""
+  length = tf.strings.length(image_bytes)
+  known = tf.reduce_any(tf.stack([tf.strings.substr(image_bytes, 0, len(magic)) == magic
+                                  for magic in (_JPEG, _PNG, _GIF, _BMP)]), axis=0)
+  image_bytes = _refuse(image_bytes, length == 0, 'is empty (0 bytes)')
+  image_bytes = _refuse(image_bytes, tf.logical_not(known),
+                        'is not an image: its bytes start as no JPEG, PNG, GIF or BMP file does')
+  image_bytes = _refuse(image_bytes, length > MAX_IMAGE_BYTES,
+                        f'is larger than {MAX_IMAGE_BYTES} bytes, the limit for one image')
+  read, pixels = _per_image(declared_pixels, image_bytes)
+  image_bytes = _refuse(image_bytes, tf.logical_not(read),
+                        'has a JPEG header that does not give its width and height')
+  over = tf.scatter_nd(tf.where(read), pixels > MAX_IMAGE_PIXELS, tf.shape(read, tf.int64))
+  return _refuse(image_bytes, over, f'declares more than {MAX_IMAGE_PIXELS} pixels (width x '
+                 'height in its header), the limit for one image')
 
 
 class _ExportModule(tf.Module):
@@ -83,6 +150,9 @@ class _ExportModule(tf.Module):
                view: views.View, backbone: str):
     super().__init__()
     self.model = model
+    # The tf.Variables under Keras 3's variables, tracked as such: without them TF Serving (which
+    # restores a SavedModel into a session) fails every request with 'Could not find variable'.
+    self.model_variables = [v.value for v in model.variables]
     self.tft_layer = tf_transform_output.transform_features_layer()
     self.threshold = tf.Variable(threshold, dtype=tf.float32, trainable=False, name='threshold')
     self._view = view
@@ -92,8 +162,7 @@ class _ExportModule(tf.Module):
     self._example_spec = raw_spec
     self._image_shape = list(raw_spec[features.IMAGE_KEY].shape)
 
-  def _predict(self, raw_features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    transformed = self.tft_layer(raw_features)
+  def _predict(self, transformed: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     inputs = views.serving_inputs(transformed, self._view)
     probability = tf.reshape(self.model(inputs, training=False), [-1])
     probability = tf.cast(probability, tf.float32)
@@ -102,18 +171,25 @@ class _ExportModule(tf.Module):
         DECISION_KEY: tf.cast(probability >= self.threshold, tf.int64),
     }
 
+  def _transform_images(self, image_bytes: tf.Tensor) -> Dict[str, tf.Tensor]:
+    # The Transform graph takes the feature as the schema declares it ([batch, 1] when dense).
+    return self.tft_layer({features.IMAGE_KEY: tf.reshape(image_bytes, [-1] + self._image_shape)})
+
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
   def serve_images(self, image_bytes):
     image_bytes = _within_limits(image_bytes)
-    # The Transform graph takes the feature as the schema declares it ([batch, 1] when dense).
-    shaped = tf.reshape(image_bytes, [-1] + self._image_shape)
-    return self._predict({features.IMAGE_KEY: shaped})
+    # Only decoding can fail in the Transform of bytes within the limits.
+    decoded, transformed = _per_image(self._transform_images, image_bytes)
+    checked = _refuse(image_bytes, tf.logical_not(decoded),
+                      'could not be decoded: a truncated or corrupt image')
+    with tf.control_dependencies([checked]):
+      return self._predict(tf.nest.map_structure(tf.identity, transformed))
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
   def serve_examples(self, serialized):
     parsed = tf.io.parse_example(serialized, {features.IMAGE_KEY: self._example_spec[
         features.IMAGE_KEY]})
-    return self._predict(parsed)
+    return self._predict(self.tft_layer(parsed))
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
   def transform_features(self, serialized):

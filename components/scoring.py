@@ -86,9 +86,12 @@ class Scorer:
 
 
 def refusal(error: Exception) -> str:
-  """Why serving_default refused an image, in one line: the op's own message, without the
-  'Graph execution error' preamble a signature call adds, nor the ' : Tensor had Inf values' of
-  the check that export.py's limits are gated through."""
+  """Why serving_default refused an image, in one line: the reason the signature gives for the
+  image it names (export.refused_image), else the op's own message, without the 'Graph execution
+  error' preamble a signature call adds, nor the ' : Tensor had Inf values' of a check."""
+  refused = export.refused_image(error)
+  if refused is not None:
+    return refused[1]
   lines = str(getattr(error, 'message', error)).splitlines()
   node = next((i for i, line in enumerate(lines) if line.lstrip().startswith('[[')), 0)
   if lines and lines[0].startswith('Graph execution error') and node > 0:

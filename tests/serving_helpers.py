@@ -67,3 +67,17 @@ def sample_images():
           encode_image(random_image(16, 16, 2), 'PNG'),
           encode_image(random_image(33, 50, 3), 'GIF'),
           encode_image(random_image(9, 7, 4), 'BMP')]
+
+
+def session_predict(model_dir: str, images, signature: str = 'serving_default'):
+  """The signature run as TF Serving runs it: the SavedModel restored into a TF1 session (C++
+  LoadSavedModel does the same), fed a string tensor. {output: numpy array}; raises the
+  InvalidArgumentError a client would get."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+    meta_graph = tf.compat.v1.saved_model.load(session, ['serve'], model_dir)
+    signature_def = meta_graph.signature_def[signature]
+    (input_info,) = signature_def.inputs.values()
+    return session.run({k: v.name for k, v in signature_def.outputs.items()},
+                       {input_info.name: np.array(list(images), dtype=object)})

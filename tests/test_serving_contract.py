@@ -53,6 +53,8 @@ def rest_predict(signature, body: str) -> str:
   names = list(signature.structured_input_signature[1])
   if 'instances' in request:
     rows = request['instances']
+    if not rows:  # the server's JSON parser refuses it before any signature runs (HTTP 400)
+      raise ValueError("No values in 'instances' array")
     if len(names) == 1 and not (isinstance(rows[0], dict) and names[0] in rows[0]):
       columns = {names[0]: [_tensor_value(r) for r in rows]}
     else:
@@ -165,20 +167,65 @@ def test_saved_model_cli_shows_the_serving_contract(pushed):
     assert f"signature_def['{name}']" in shown
 
 
-@pytest.mark.parametrize('name', ['truncated_jpeg', 'truncated_png', 'text', 'random_bytes',
-                                  'empty'])
-def test_malformed_input_fails_the_request_cleanly_and_the_model_keeps_serving(loaded, name):
-  """TF Serving answers such a request with an error (HTTP 400); nothing else breaks."""
+@pytest.mark.parametrize('name, reason', [
+    ('truncated_jpeg', 'could not be decoded'), ('truncated_png', 'could not be decoded'),
+    ('text', 'is not an image'), ('random_bytes', 'is not an image'), ('empty', 'is empty'),
+    ('jpeg_without_size', 'has a JPEG header that does not give its width and height')])
+def test_malformed_input_fails_the_request_naming_it_and_the_model_keeps_serving(loaded, name,
+                                                                                  reason):
+  """TF Serving answers such a request with an error (HTTP 400) that says which image of the
+  batch is bad and why; nothing else breaks."""
   import tensorflow as tf
   jpeg = encode_image(random_image(64, 64, 1), 'JPEG')
   png = encode_image(random_image(20, 20, 2), 'PNG')
   bad = {'truncated_jpeg': jpeg[:len(jpeg) // 3], 'truncated_png': png[:50],
          'text': b'hello, not an image', 'random_bytes': np.random.default_rng(1).bytes(1000),
-         'empty': b''}[name]
+         'empty': b'', 'jpeg_without_size': b'\xff\xd8\xff' + b'\0' * 100}[name]
+  from fakedetect.components import export
   signature = loaded.signatures['serving_default']
-  with pytest.raises(tf.errors.InvalidArgumentError):
-    signature(image_bytes=tf.constant([png, bad]))
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=rf'image_bytes\[2\] {reason}.*no image of this request was scored') as e:
+    signature(image_bytes=tf.constant([png, jpeg, bad, png, bad]))
+  position, why = export.refused_image(e.value)  # what tools read of it
+  assert position == 2 and why.startswith(reason)
+  assert export.refused_image(tf.errors.InvalidArgumentError(None, None, 'other')) is None
   assert signature(image_bytes=tf.constant([png]))['fake_probability'].shape == (1,)
+
+
+def test_an_empty_request_gets_empty_outputs(loaded):
+  """0 images in, 0 answers out, of the declared dtypes (not 'slice index 19 ... out of
+  bounds'). TF Serving's JSON parser refuses an empty `instances` list itself; the columnar form
+  and gRPC reach the signature with a [0] tensor."""
+  import tensorflow as tf
+  signature = loaded.signatures['serving_default']
+  out = signature(image_bytes=tf.constant([], tf.string))
+  assert {k: (v.dtype, v.shape.as_list()) for k, v in out.items()} == {
+      'fake_probability': (tf.float32, [0]), 'is_fake': (tf.int64, [0])}
+  body = json.dumps({'inputs': {'image_bytes': []}})
+  assert json.loads(rest_predict(signature, body)) == {
+      'outputs': {'fake_probability': [], 'is_fake': []}}
+  with pytest.raises(ValueError, match='instances'):
+    rest_predict(signature, json.dumps({'instances': []}))
+
+
+def test_tf_serving_s_session_load_answers_names_the_bad_image_and_takes_an_empty_batch(
+    pushed, loaded):
+  """TF Serving restores a SavedModel into a session, not through tf.saved_model.load: the same
+  answers there (Keras 3's variables must be tracked as tf.Variables, or every request fails with
+  'Could not find variable'), the same refusal, and the empty batch."""
+  import tensorflow as tf
+  images = helpers.sample_images()
+  model_dir = pushed['versions'][NEW]
+  served = helpers.session_predict(model_dir, images)
+  expected = loaded.signatures['serving_default'](image_bytes=tf.constant(images))
+  np.testing.assert_allclose(served['fake_probability'], expected['fake_probability'].numpy(),
+                             atol=1e-5)
+  assert served['is_fake'].tolist() == expected['is_fake'].numpy().tolist()
+  empty = helpers.session_predict(model_dir, [])
+  assert {k: (v.dtype, v.shape) for k, v in empty.items()} == {
+      'fake_probability': (np.float32, (0,)), 'is_fake': (np.int64, (0,))}
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r'image_bytes\[1\] is not an image'):
+    helpers.session_predict(model_dir, [images[0], b'<html>not an image</html>'])
 
 
 def test_large_image_is_scored_by_the_signature_itself(loaded):
@@ -189,16 +236,24 @@ def test_large_image_is_scored_by_the_signature_itself(loaded):
   assert 0.0 <= float(out['fake_probability'][0]) <= 1.0
 
 
-def test_signature_refuses_images_over_its_limits(loaded):
-  """serving_default refuses oversized files and bomb headers (components/export.py's limits)."""
+def test_signature_refuses_images_over_its_limits_before_decoding_any(loaded):
+  """serving_default refuses oversized files and bomb headers (components/export.py's limits),
+  naming the image; every limit is checked before any image is decoded, so an undecodable image
+  earlier in the batch does not hide a bomb behind it."""
   import tensorflow as tf
   from fakedetect.components import export
-  signature = loaded.signatures['serving_default']
-  with pytest.raises(tf.errors.InvalidArgumentError, match='bytes'):
-    signature(image_bytes=tf.constant([b'\xff\xd8\xff' + b'\0' * export.MAX_IMAGE_BYTES]))
   from tests.test_predict import _png_declaring  # pylint: disable=g-import-not-at-top
-  with pytest.raises(tf.errors.InvalidArgumentError, match='pixels'):
-    signature(image_bytes=tf.constant([_png_declaring(60000, 60000)]))
+  signature = loaded.signatures['serving_default']
+  good = helpers.sample_images()
+  truncated = good[0][:len(good[0]) // 2]
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=rf'image_bytes\[2\] is larger than {export.MAX_IMAGE_BYTES} bytes'):
+    signature(image_bytes=tf.constant(
+        [truncated, good[1], b'\xff\xd8\xff' + b'\0' * export.MAX_IMAGE_BYTES]))
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=rf'image_bytes\[1\] declares more than {export.MAX_IMAGE_PIXELS} '
+                     'pixels'):
+    signature(image_bytes=tf.constant([truncated, _png_declaring(60000, 60000), good[2]]))
 
 
 def _free_port() -> int:
