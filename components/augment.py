@@ -3,6 +3,12 @@
 Only the Trainer's and the Tuner's training input passes through here; evaluation, threshold
 selection and serving never do, and the exported model holds no augmentation state.
 
+Translation is CIFAKE's from-scratch recipe (pad by a few pixels, crop back at a random place): a
+pure integer shift, never resampled, so pixel-level traces survive it. The padding mirrors the
+image (REFLECT) rather than adding black, so a shifted image keeps its colour statistics and
+the model learns no black frame it never meets in serving. It moves the whole image only: the
+local view's crops are random windows already.
+
 The forensic part teaches the detector not to lean on traces that a platform erases on upload:
 a fraction of images is re-compressed as JPEG at a random quality, and a fraction is blurred by a
 Gaussian of random width, so a re-encoded or softened fake still reads as fake.
@@ -21,6 +27,7 @@ BLUR_KERNEL = 5  # taps; covers +-2 sigma up to sigma 1.0, the useful range at 3
 class Strengths:
   """How hard each augmentation pushes; 0 (or False) turns one off."""
   flip: bool = True
+  translate: int = 0  # pixels of shift on each axis, at most (the whole image only)
   rotation: float = 0.0  # fraction of a full turn
   color_jitter: float = 0.0  # brightness and contrast factor
   jpeg_fraction: float = 0.0  # share of images re-compressed as JPEG
@@ -67,6 +74,19 @@ def _random_blur(image: tf.Tensor, max_sigma: float) -> tf.Tensor:
   return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], 'VALID')[0]
 
 
+def translated(images: tf.Tensor, pixels: int) -> tf.Tensor:
+  """Each image of [b, h, w, c] shifted by its own random integer offset in [-pixels, pixels] on
+  each axis: the batch padded by `pixels` (mirrored) and every image cropped back at its offset,
+  by gathering rows then columns (no per-image loop). Needs pixels < h and w."""
+  shape = tf.shape(images)
+  padded = tf.pad(images, [[0, 0], [pixels, pixels], [pixels, pixels], [0, 0]], mode='REFLECT')
+  offsets = tf.random.uniform([shape[0], 2], 0, 2 * pixels + 1, dtype=tf.int32)
+  rows = offsets[:, :1] + tf.range(shape[1])[None]  # [b, h]: the rows each image keeps
+  columns = offsets[:, 1:] + tf.range(shape[2])[None]  # [b, w]
+  images_rows = tf.gather(padded, rows, axis=1, batch_dims=1)  # [b, h, w + 2 pixels, c]
+  return tf.gather(images_rows, columns, axis=2, batch_dims=1)
+
+
 def _some(images: tf.Tensor, fraction: float, transform) -> tf.Tensor:
   """Applies `transform` to each image with probability `fraction` (images in [0, 1])."""
   def one(image):
@@ -76,18 +96,22 @@ def _some(images: tf.Tensor, fraction: float, transform) -> tf.Tensor:
 
 def augmenter(strengths: Strengths):
   """A function on a batch of float images in [0, 1] -> the augmented batch, still in [0, 1];
-  None when every augmentation is off."""
+  None when every augmentation is off. Its `whole_image=False` (the local view's crops) skips
+  the translation."""
   geometry = _geometry_and_colour(strengths)
-  if not geometry.layers and strengths.jpeg_fraction <= 0 and strengths.blur_fraction <= 0:
+  if (not geometry.layers and strengths.jpeg_fraction <= 0 and strengths.blur_fraction <= 0
+      and strengths.translate <= 0):
     return None
 
-  def apply(images: tf.Tensor) -> tf.Tensor:
+  def apply(images: tf.Tensor, whole_image: bool = True) -> tf.Tensor:
     if strengths.jpeg_fraction > 0:
       images = _some(images, strengths.jpeg_fraction,
                      lambda image: _random_jpeg(image, strengths.jpeg_min_quality))
     if strengths.blur_fraction > 0:
       images = _some(images, strengths.blur_fraction,
                      lambda image: _random_blur(image, strengths.blur_max_sigma))
+    if strengths.translate > 0 and whole_image:
+      images = translated(images, strengths.translate)
     if geometry.layers:
       images = geometry(images, training=True)
     return tf.clip_by_value(images, 0.0, 1.0)

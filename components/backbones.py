@@ -72,17 +72,23 @@ def check(name: str, weights: str, channels: int = 3) -> Optional[str]:
 
 
 def build(name: str, input_shape: Tuple[int, int, int], width: int, depth: int,
-          weights: str = 'none', model_name: str = 'backbone') -> keras.Model:
+          weights: str = 'none', model_name: str = 'backbone',
+          last_block_factor: float = 1.0) -> keras.Model:
   """The backbone `name` as a model [b, h, w, C] -> [b, features]; width/depth size the own
-  backbones and are ignored by applications, whose size is in their name."""
+  backbones and are ignored by applications, whose size is in their name. `last_block_factor`
+  widens the cnn's last block (the features the head reads); other backbones refuse it."""
   problem = check(name, weights, input_shape[-1])
   if problem:
     raise ValueError(problem)
+  if last_block_factor != 1 and name != 'cnn':
+    raise ValueError(f'train.last_block_factor={last_block_factor} widens the cnn backbone\'s '
+                     f'last block; {name} has no such setting: use 1 or backbone cnn')
   inputs = keras.Input(shape=tuple(input_shape), name=f'{model_name}_input')
   with _local_copy(weights) as path:
     if name in OWN:
-      body = _cnn if name == 'cnn' else _resnet
-      model = keras.Model(inputs, body(inputs, width, depth), name=model_name)
+      outputs = (_cnn(inputs, width, depth, last_block_factor) if name == 'cnn'
+                 else _resnet(inputs, width, depth))
+      model = keras.Model(inputs, outputs, name=model_name)
       if path:
         _load_own(model, path, f'the weights file {weights} does not fit the backbone {name} '
                   f'(width {width}, depth {depth}, input {tuple(input_shape)})')
@@ -132,12 +138,15 @@ def _load_own(model: keras.Model, path: str, mismatch: str) -> None:
         f'save_weights, or weights none')
 
 
-def _cnn(inputs, width: int, depth: int):
+def _cnn(inputs, width: int, depth: int, last_block_factor: float = 1.0):
   """The original CNN body: `depth` blocks of conv-BN-ReLU x2, max-pooling between blocks,
-  width doubling. The first block has no stride, so pixel-level traces reach the filters."""
+  width doubling (the last block's times `last_block_factor`). The first block has no stride, so
+  pixel-level traces reach the filters."""
   x = inputs
   for block in range(depth):
     filters = width * 2**block
+    if block == depth - 1:
+      filters = max(1, round(filters * last_block_factor))
     for _ in range(2):
       x = keras.layers.Conv2D(filters, 3, padding='same', use_bias=False)(x)
       x = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM)(x)

@@ -18,60 +18,18 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx import v1 as tfx
-from tfx_bsl.public import tfxio
 
-from fakedetect.components import augment
 from fakedetect.components import distribute
-from fakedetect.components import features
 from fakedetect.components import metrics
 from fakedetect.components import model as model_lib
 from fakedetect.components import export
 from fakedetect.components import progress
+from fakedetect.components import train_input
 from fakedetect.components import views
 from fakedetect.pipeline import config as config_lib
 
 HISTORY_FILE = 'history.json'
 CURVES_FILE = 'training_curves.png'
-
-
-def _dataset(files: List[str], data_accessor, tf_transform_output: tft.TFTransformOutput,
-             view: views.View, batch_size: int, training: bool, seed: int,
-             shuffle_labels: bool = False) -> tf.data.Dataset:
-  """(model inputs, label) batches of one pass over the files; Keras' epochs do the repeating.
-
-  Training batches are shuffled and take a random crop per image (views.training_inputs);
-  evaluation batches keep their order and take the fixed grid, as serving does.
-  """
-  dataset = data_accessor.tf_dataset_factory(
-      files,
-      tfxio.TensorFlowDatasetOptions(
-          batch_size=batch_size, label_key=features.TRANSFORMED_LABEL_KEY, num_epochs=1,
-          shuffle=training, shuffle_seed=seed),
-      tf_transform_output.transformed_metadata.schema)
-  inputs = views.training_inputs if training else views.serving_inputs
-
-  def _to_pair(transformed, label):
-    label = tf.cast(tf.reshape(label, [-1]), tf.float32)
-    if shuffle_labels:  # fault injection for gate tests: the model can learn nothing
-      label = tf.random.shuffle(label, seed=seed)
-    return inputs(transformed, view), label
-
-  return dataset.map(_to_pair, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
-def augmented(dataset: tf.data.Dataset, hparams: Dict[str, Any]) -> tf.data.Dataset:
-  """The training input with augmentation; evaluation and serving never pass through here."""
-  apply = augment.augmenter(augment.Strengths.from_hparams(hparams))
-  if apply is None:
-    return dataset
-
-  def one_input(images):  # crops arrive as [b, 1, h, w, 3]
-    if images.shape.rank == 5:
-      return apply(images[:, 0])[:, None]
-    return apply(images)
-
-  return dataset.map(lambda x, y: ({k: one_input(v) for k, v in x.items()}, y),
-                     num_parallel_calls=tf.data.AUTOTUNE)
 
 
 class _BatchCounter(keras.callbacks.Callback):
@@ -145,11 +103,15 @@ def _plot_curves(history: Dict[str, List[float]], path: str) -> None:
   plt.close(fig)
 
 
-def _architecture(config: config_lib.ModuleConfig) -> model_lib.Architecture:
-  """The configured network; 'previous' weights are loaded after building (`_warm_start`)."""
+def _architecture(config: config_lib.ModuleConfig,
+                  transform_graph_path: str) -> model_lib.Architecture:
+  """The configured network; 'previous' weights are loaded after building (`_warm_start`). The
+  input statistics are those the Transform measured (image.standardize), if it did."""
   weights = config.model.weights
-  return model_lib.Architecture(config.model.resolved_backbone(), config.model.filter,
-                                'none' if weights == 'previous' else weights)
+  return model_lib.Architecture(
+      config.model.resolved_backbone(), config.model.filter,
+      'none' if weights == 'previous' else weights,
+      views.channel_statistics(tft.TFTransformOutput(transform_graph_path)))
 
 
 def _warm_start(model: keras.Model, config: config_lib.ModuleConfig, base_model) -> str:
@@ -170,14 +132,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   strategy = distribute.strategy(train.strategy)  # before any TF work
   policy = distribute.set_precision(train.precision)
   view = config.image.resolved()
-  arch = _architecture(config)
+  arch = _architecture(config, fn_args.transform_graph_path)
   keras.utils.set_random_seed(train.seed)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-  train_set = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, view,
-                       train.batch_size, training=True, seed=train.seed,
-                       shuffle_labels=train.shuffle_labels)
-  eval_set = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, view,
-                      train.batch_size, training=False, seed=0)
+  train_set, eval_set = train_input.train_and_eval(fn_args, tf_transform_output, view, train,
+                                                   shuffle_labels=train.shuffle_labels)
 
   hparams = _hparams(fn_args, train)
   with strategy.scope():
@@ -189,6 +148,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   callbacks = [
       batches,
       EpochProgress('Trainer', train.epochs, train.early_stopping_metric),
+      *model_lib.fit_callbacks(model),  # before EarlyStopping: it keeps the averaged weights
       keras.callbacks.EarlyStopping(
           monitor=train.early_stopping_metric, patience=train.early_stopping_patience,
           mode=config_lib.EARLY_STOPPING_MODES[train.early_stopping_metric],
@@ -199,7 +159,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     callbacks.append(keras.callbacks.LearningRateScheduler(
         cosine_schedule(float(hparams['learning_rate']), train.epochs)))
   started = time.monotonic()
-  history = model.fit(augmented(train_set, hparams), validation_data=eval_set,
+  history = model.fit(train_input.augmented(train_set, hparams), validation_data=eval_set,
                       epochs=train.epochs, callbacks=callbacks, verbose=2)
   fit_seconds = time.monotonic() - started
 
@@ -239,7 +199,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
 
 class _HyperModel(keras_tuner.HyperModel):
-  """The search space: learning rate, width, depth, dropout and augmentation strength."""
+  """The search space: learning rate, weight decay, label smoothing, width, depth, dropout and
+  augmentation strength (translation included)."""
 
   def __init__(self, view: views.View, arch: model_lib.Architecture,
                train: config_lib.TrainConfig, max_trials: int):
@@ -258,6 +219,10 @@ class _HyperModel(keras_tuner.HyperModel):
         'width': hp.Choice('width', [16, 32, 48]),
         'depth': hp.Int('depth', 2, 4),
         'dropout': hp.Float('dropout', 0.1, 0.5, step=0.1),
+        # CIFAKE's from-scratch recipe: 4 px of translation, AdamW's decay at 1e-4.
+        'weight_decay': hp.Choice('weight_decay', [0.0, 1e-4, 5e-4]),
+        'label_smoothing': hp.Choice('label_smoothing', [0.0, 0.05, 0.1]),
+        'translate': hp.Choice('translate', [0, 2, 4]),
         'rotation': hp.Choice('rotation', [0.0, 0.02, 0.05]),
         'color_jitter': hp.Choice('color_jitter', [0.0, 0.1, 0.2]),
         'jpeg_fraction': hp.Choice('jpeg_fraction', [0.0, 0.2, 0.4]),
@@ -270,10 +235,11 @@ class _HyperModel(keras_tuner.HyperModel):
 
   def fit(self, hp, model, x, *args, **kwargs):  # pylint: disable=arguments-differ
     self._trials += 1
-    kwargs['callbacks'] = list(kwargs.get('callbacks') or []) + [EpochProgress(
-        f'Tuner trial {self._trials}/{self._max_trials}', kwargs.get('epochs', 1),
-        self._train.early_stopping_metric)]
-    return model.fit(augmented(x, self._values(hp)), *args, **kwargs)
+    # The EMA swap first: keras-tuner's best-epoch checkpoint then saves the averaged weights.
+    kwargs['callbacks'] = model_lib.fit_callbacks(model) + list(kwargs.get('callbacks') or []) + [
+        EpochProgress(f'Tuner trial {self._trials}/{self._max_trials}', kwargs.get('epochs', 1),
+                      self._train.early_stopping_metric)]
+    return model.fit(train_input.augmented(x, self._values(hp)), *args, **kwargs)
 
 
 def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
@@ -284,18 +250,15 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
   direction = config_lib.EARLY_STOPPING_MODES[train.early_stopping_metric]
   tuner = keras_tuner.RandomSearch(
-      _HyperModel(config.image.resolved(), _architecture(config), train,
-                  config.tuner.max_trials),
+      _HyperModel(config.image.resolved(), _architecture(config, fn_args.transform_graph_path),
+                  train, config.tuner.max_trials),
       objective=keras_tuner.Objective(train.early_stopping_metric, direction),
       max_trials=config.tuner.max_trials,
       seed=train.seed,
       directory=fn_args.working_dir,
       project_name='fakedetect_tuning')
   view = config.image.resolved()
-  train_set = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, view,
-                       train.batch_size, training=True, seed=train.seed)
-  eval_set = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, view,
-                      train.batch_size, training=False, seed=0)
+  train_set, eval_set = train_input.train_and_eval(fn_args, tf_transform_output, view, train)
   return tfx.components.TunerFnResult(
       tuner=tuner,
       fit_kwargs={

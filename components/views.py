@@ -15,10 +15,17 @@ megapixels: at most native_size^2 x 3 bytes plus size^2 x 12 bytes an example. T
 exported model turn the stored features into model inputs with `training_inputs` and
 `serving_inputs`; the exported serving signatures run the same Transform graph first, so a served
 image passes through exactly the code a training image did.
+
+With `standardize`, the Transform also measures each input's per-channel mean and standard
+deviation over the training split (tf.Transform analyzers, one pass; the results are constants of
+its graph) and stores them beside every example. The model, not the Transform, applies them: its
+first layer (components/model.py), after augmentation, which works on [0, 1] pixels. The Trainer
+reads them back from the Transform graph with `channel_statistics`, and the exported model
+carries them, so serving standardises exactly as training did.
 """
 
 import dataclasses
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from fakedetect.components import features
 
@@ -30,6 +37,9 @@ VIEWS = (AUTO, GLOBAL, LOCAL, BOTH)
 NATIVE_KEY = 'native'  # serialized uint8 [native_size, native_size, 3]
 GLOBAL_INPUT = features.TRANSFORMED_IMAGE_KEY  # float32 [size, size, 3] in [0, 1]
 CROPS_INPUT = 'crops'  # float32 [crops, crop_size, crop_size, 3] in [0, 1]
+# Per-channel (mean, std) of each model input over the training split, float32 [3] per example.
+STATISTICS_KEYS = {GLOBAL_INPUT: ('image_channel_mean', 'image_channel_std'),
+                   CROPS_INPUT: ('crops_channel_mean', 'crops_channel_std')}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +49,7 @@ class View:
   size: int = features.DEFAULT_IMAGE_SIZE
   crop_size: int = 64
   native_size: int = 256
+  standardize: bool = False  # the Transform measures per-channel statistics (see above)
 
   def __post_init__(self):
     if self.name not in (GLOBAL, LOCAL, BOTH):
@@ -146,14 +157,49 @@ def native_square(image_bytes, native_size: int):
 def transform(image_bytes, view: View) -> Dict[str, object]:
   """The Transform's image features for `view` (preprocessing_fn: training and serving)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  outputs = {}
+  outputs, pixels = {}, {}
   if view.uses_global:
-    outputs[GLOBAL_INPUT] = decode_and_resize(image_bytes, view.size)
+    outputs[GLOBAL_INPUT] = pixels[GLOBAL_INPUT] = decode_and_resize(image_bytes, view.size)
   if view.uses_local:
+    square = native_square(image_bytes, view.native_size)
+    pixels[CROPS_INPUT] = _to_float(square)  # every crop is a window of it
     outputs[NATIVE_KEY] = tf.map_fn(
-        tf.io.serialize_tensor, native_square(image_bytes, view.native_size),
-        fn_output_signature=tf.TensorSpec([], tf.string))
+        tf.io.serialize_tensor, square, fn_output_signature=tf.TensorSpec([], tf.string))
+  if view.standardize:
+    for name, values in pixels.items():
+      outputs.update(zip(STATISTICS_KEYS[name], _channel_statistics(values)))
   return outputs
+
+
+def _channel_statistics(pixels):
+  """(mean, std) per channel of every pixel of float [b, h, w, c] over the analysed split (the
+  Transform analyses train), each as [b, c]. Images of one input share one size, so the pixel
+  mean is the mean of the images' means, and the pixel variance the mean of their variances plus
+  the variance of their means (E[x^2] - E[x]^2 loses a narrow channel's spread to rounding)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+  means, variances = tf.nn.moments(pixels, axes=[1, 2])
+  mean = tft.mean(means, reduce_instance_dims=False)
+  variance = (tft.mean(variances, reduce_instance_dims=False) +
+              tft.var(means, reduce_instance_dims=False))
+  std = tf.sqrt(tf.maximum(variance, 1e-12))
+  return tf.zeros_like(means) + mean, tf.zeros_like(means) + std
+
+
+def channel_statistics(tf_transform_output) -> Dict[str, Tuple[Tuple[float, ...], ...]]:
+  """{model input: (per-channel mean, per-channel std)} the Transform measured on the training
+  split; {} when it ran without `standardize`. The analyzers' results are constants of the
+  Transform graph, so one small image through it reads them: no pass over the data."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  stored = tf_transform_output.transformed_feature_spec()
+  keys = {name: pair for name, pair in STATISTICS_KEYS.items() if pair[0] in stored}
+  if not keys:
+    return {}
+  shape = list(tf_transform_output.raw_feature_spec()[features.IMAGE_KEY].shape)
+  image = tf.reshape(tf.io.encode_png(tf.zeros([8, 8, features.CHANNELS], tf.uint8)), [1] + shape)
+  found = tf_transform_output.transform_features_layer()({features.IMAGE_KEY: image})
+  return {name: tuple(tuple(float(v) for v in found[key].numpy()[0]) for key in pair)
+          for name, pair in keys.items()}
 
 
 def _parse_native(serialized, view: View):

@@ -55,12 +55,15 @@ class ImageConfig:
   size: int = features.DEFAULT_IMAGE_SIZE
   crop_size: int = 64
   native_size: int = 256  # caps what is stored per example, whatever a photo's megapixels
+  # Per-channel mean/std standardisation of the model's input, measured on the training split by
+  # the Transform and applied by the model's first layer (cnn and resnet backbones only).
+  standardize: bool = False
 
   def resolved(self) -> views.View:
     """The view module code builds. The DAG is built from resolved settings (pipeline/auto.py);
     an `auto` that reaches here anyway (a config written by hand) is today's global view."""
     name = views.GLOBAL if self.view == views.AUTO else self.view
-    return views.View(name, self.size, self.crop_size, self.native_size)
+    return views.View(name, self.size, self.crop_size, self.native_size, self.standardize)
 
 
 @dataclasses.dataclass
@@ -94,6 +97,12 @@ class TrainConfig:
   depth: int = 3  # conv blocks
   dropout: float = 0.3
   weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay, else Adam
+  label_smoothing: float = 0.0  # > 0: binary labels pulled this far towards 0.5 in the loss
+  # > 0: the weights trained, validated and exported are an exponential moving average of the
+  # optimizer's steps with this momentum (e.g. 0.999); 0: the last step's weights.
+  ema: float = 0.0
+  # Multiplies the filters of the cnn backbone's last block (1 = width x 2^(depth-1), as today).
+  last_block_factor: float = 1.0
   early_stopping_patience: int = 8
   # What early stopping (and the Tuner) watch on the eval split: val_loss or val_auc.
   early_stopping_metric: str = 'val_loss'
@@ -102,6 +111,9 @@ class TrainConfig:
   lr_schedule: str = 'cosine'
   # Augmentation, training input only (components/augment.py).
   flip: bool = True
+  # Random translation of the whole image by up to this many pixels on each axis: padded by
+  # mirroring, cropped back at a random place; never resampled (0 = off; CIFAKE's anchor: 4).
+  translate: int = 0
   # Fraction of a full turn. Off by default: resampling blurs the pixel-level traces of generators.
   rotation: float = 0.0
   color_jitter: float = 0.1
@@ -121,6 +133,11 @@ class TrainConfig:
   # Keras dtype policy while training: auto (float16 on GPU, bfloat16 on a CPU with bfloat16
   # instructions, else float32), float32, mixed_float16, mixed_bfloat16. Serving is float32.
   precision: str = 'auto'
+  # Bytes of parsed examples the Trainer and Tuner may hold in memory (components/
+  # train_input.py): a split under what is left of it is read once and shuffled from memory
+  # every epoch, training split first; a larger one is streamed from disk every epoch. Never
+  # more than half the machine's memory; 0 always streams. CIFAKE's 90k examples take 1.1 GB.
+  cache_bytes: int = 4 * 2**30
 
 
 @dataclasses.dataclass

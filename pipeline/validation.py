@@ -31,7 +31,12 @@ _RANGES = (
     ('train', 'depth', 1, 8, True),
     ('train', 'dropout', 0.0, 1.0, False),
     ('train', 'weight_decay', 0.0, 1.0, False),
+    ('train', 'translate', 0, 64, True),
+    ('train', 'label_smoothing', 0.0, 0.5, False),  # 0.5 would make every label 0.5
+    ('train', 'ema', 0.0, 1.0, False),
+    ('train', 'last_block_factor', 0.25, 8.0, True),
     ('train', 'early_stopping_patience', 0, None, True),
+    ('train', 'cache_bytes', 0, None, True),
     ('tuner', 'max_trials', 1, None, True),
     ('tuner', 'epochs_per_trial', 1, None, True),
     ('gate', 'min_precision', 0.0, 1.0, True),
@@ -45,7 +50,7 @@ _RANGES = (
 def problem(config: 'config_lib.PipelineConfig') -> Optional[str]:
   """What is wrong with config, in words a user can act on, or None."""
   for check in (_value_problem, _names_problem, _split_problem, _range_problem, _train_problem,
-                _image_problem, _model_problem, _runner_problem):
+                _image_problem, _model_problem, _recipe_problem, _runner_problem):
     found = check(config)
     if found:
       return found
@@ -162,6 +167,24 @@ def _model_problem(config) -> Optional[str]:
   if model.backbone == 'auto':
     return None
   return backbones.check(model.backbone, model.weights)
+
+
+def _recipe_problem(config) -> Optional[str]:
+  """Levers that fit only some views and backbones (an `auto` backbone is checked once resolved:
+  the CLI validates again after pipeline/auto.py)."""
+  from fakedetect.components import backbones  # pylint: disable=g-import-not-at-top
+  train, image, backbone = config.train, config.image, config.model.backbone
+  if train.translate and image.view != views.LOCAL and train.translate >= image.size:
+    return (f'train.translate={train.translate} must be below image.size ({image.size}): the '
+            'image is padded by mirroring it, which needs fewer pixels than it has.')
+  if image.standardize and backbone not in ('auto',) + backbones.OWN:
+    return (f'image.standardize scales the input of the own backbones ({", ".join(backbones.OWN)})'
+            f'; {backbone} scales it as its ImageNet weights expect: use one of those, or '
+            'image.standardize=false.')
+  if train.last_block_factor != 1 and backbone not in ('auto', 'cnn'):
+    return (f'train.last_block_factor widens the cnn backbone\'s last block; {backbone} has no '
+            'such setting: use model.backbone=cnn, or train.last_block_factor=1.')
+  return None
 def _runner_problem(config) -> Optional[str]:
   runner = config.runner
   if runner.profile not in config_lib.RUNNER_PROFILES:

@@ -1,5 +1,7 @@
 """The image views (components/views.py) through the real Transform, model and serving graph."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -139,3 +141,89 @@ def test_explain_agrees_with_serving_for_each_view(view_exports, name, tmp_path)
   path = explain.write_overlay(image, result, str(tmp_path / 'x.png'))
   from PIL import Image
   assert Image.open(path).size == (256, 199)  # drawn at least 256 px on the longer side
+
+
+def _coloured_rows(count, side, seed=3):
+  """(uint8 images, Transform rows): channels of very different means and spreads."""
+  from fakedetect.components import features
+  rng = np.random.default_rng(seed)
+  images = [np.stack([rng.integers(0, 256, (side, side)), rng.integers(0, 100, (side, side)),
+                      rng.integers(180, 200, (side, side))], axis=-1).astype(np.uint8)
+            for _ in range(count)]
+  rows = [{features.IMAGE_KEY: [encode_image(image, 'PNG')], features.LABEL_KEY: [i % 2]}
+          for i, image in enumerate(images)]
+  return images, rows
+
+
+def test_standardize_measures_the_training_split_and_serving_applies_it(tmp_path):
+  """The Transform's statistics are every training pixel's per-channel mean and std; the model's
+  first layer makes the training images zero-mean, unit-std per channel; serving does the same."""
+  import keras
+  import tensorflow as tf
+  import tensorflow_transform as tft
+  from fakedetect.components import export, features, model as model_lib, views
+  images, rows = _coloured_rows(8, SIZE)
+  transform_dir, transformed = run_transform(
+      tmp_path, {'view': 'global', 'size': SIZE, 'standardize': True}, rows)
+  pixels = np.stack(images).astype(np.float64) / 255  # already SIZE: stored as decoded
+  mean, std = pixels.mean(axis=(0, 1, 2)), pixels.std(axis=(0, 1, 2))
+  stats = views.channel_statistics(tft.TFTransformOutput(transform_dir))
+  assert set(stats) == {views.GLOBAL_INPUT}
+  np.testing.assert_allclose(stats[views.GLOBAL_INPUT][0], mean, atol=1e-5)
+  np.testing.assert_allclose(stats[views.GLOBAL_INPUT][1], std, rtol=1e-4)
+  stored_mean, stored_std = views.STATISTICS_KEYS[views.GLOBAL_INPUT]
+  np.testing.assert_allclose(transformed[5][stored_mean], mean, atol=1e-5)
+  np.testing.assert_allclose(transformed[5][stored_std], std, rtol=1e-4)
+
+  view = views.View(views.GLOBAL, SIZE)
+  keras.utils.set_random_seed(0)
+  model = model_lib.build(view, model_lib.Architecture(input_statistics=stats), width=4, depth=2)
+  inputs = pixels.astype(np.float32)
+  standardized = model.get_layer(model_lib.GLOBAL_FILTER)(inputs).numpy()
+  np.testing.assert_allclose(standardized.mean(axis=(0, 1, 2)), 0, atol=1e-4)
+  np.testing.assert_allclose(standardized.std(axis=(0, 1, 2)), 1, atol=1e-4)
+
+  export_dir = str(tmp_path / 'model')
+  export.export(model, tft.TFTransformOutput(transform_dir), export_dir, threshold=0.5,
+                view=view, extra_metadata={'backbone': 'cnn'})
+  encoded = tf.constant([row[features.IMAGE_KEY][0] for row in rows])
+  served = tf.saved_model.load(export_dir).signatures['serving_default'](
+      image_bytes=encoded)['fake_probability'].numpy()
+  plain = model_lib.build(view, model_lib.Architecture(), width=4, depth=2)  # same weights
+  plain.set_weights(model.get_weights())
+  by_hand = np.ravel(plain(((pixels - mean) / std).astype(np.float32), training=False))
+  np.testing.assert_allclose(served, by_hand, atol=1e-4)
+  assert not np.allclose(served, np.ravel(plain(inputs, training=False)), atol=1e-3)
+  # The .keras copy (explain) holds the statistics too.
+  reloaded = keras.saving.load_model(os.path.join(export_dir, export.KERAS_FILE), compile=False)
+  np.testing.assert_allclose(np.ravel(reloaded(inputs)), served, atol=1e-5)
+
+
+def test_standardize_measures_the_native_pixels_for_crops_and_is_off_by_default(tmp_path):
+  import tensorflow_transform as tft
+  from fakedetect.components import model as model_lib, views
+  images, rows = _coloured_rows(4, NATIVE, seed=4)
+  transform_dir, _ = run_transform(tmp_path, {'view': 'both', 'size': SIZE, 'crop_size': CROP,
+                                              'native_size': NATIVE, 'standardize': True}, rows)
+  stats = views.channel_statistics(tft.TFTransformOutput(transform_dir))
+  assert set(stats) == {views.GLOBAL_INPUT, views.CROPS_INPUT}
+  pixels = np.stack(images).astype(np.float64) / 255  # the native square is the whole image
+  np.testing.assert_allclose(stats[views.CROPS_INPUT][0], pixels.mean(axis=(0, 1, 2)), atol=1e-5)
+  np.testing.assert_allclose(stats[views.CROPS_INPUT][1], pixels.std(axis=(0, 1, 2)), rtol=1e-4)
+  # Resizing keeps the mean and smooths the spread.
+  np.testing.assert_allclose(stats[views.GLOBAL_INPUT][0], pixels.mean(axis=(0, 1, 2)), atol=0.01)
+  assert all(g < c for g, c in zip(stats[views.GLOBAL_INPUT][1], stats[views.CROPS_INPUT][1]))
+  model = model_lib.build(views.View(views.BOTH, SIZE, CROP, NATIVE, standardize=True),
+                          model_lib.Architecture(input_statistics=stats), width=4, depth=2)
+  local = model.get_layer(model_lib.LOCAL_FEATURES).backbone.layers[0]
+  crops = pixels[:, None, :CROP, :CROP].astype(np.float32)
+  np.testing.assert_allclose(local(crops[:, 0]).numpy(),
+                             (crops[:, 0] - stats[views.CROPS_INPUT][0]) /
+                             np.array(stats[views.CROPS_INPUT][1]), rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match='image.standardize'):
+    model_lib.build(views.View(views.GLOBAL, 32),
+                    model_lib.Architecture('MobileNetV3Small', input_statistics=stats))
+
+  default_dir, transformed = run_transform(tmp_path / 'off', {'view': 'global', 'size': SIZE})
+  assert views.channel_statistics(tft.TFTransformOutput(default_dir)) == {}
+  assert set(transformed[0]) == {views.GLOBAL_INPUT, 'label'}
