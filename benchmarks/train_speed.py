@@ -1,6 +1,6 @@
 """Training throughput: the Trainer's images/s and GFLOP/s, next to the machine's own limit.
 
-    .venv/bin/python benchmarks/train_speed.py        # 5,000 CIFAKE images, 3 repeats: ~40 min
+    .venv/bin/python benchmarks/train_speed.py  # 5,000 CIFAKE images, 3 repeats: ~45 min, 2 cores
     .venv/bin/python benchmarks/train_speed.py --images 400 --repeats 1 --rows today in-memory
 
 On benchmarks/cifake.py's RECIPE model (the default cnn at 32 px, batch 64, its augmentation, the

@@ -2,15 +2,17 @@
 
 A split is read one of two ways, which give the same batches in distribution:
 
-  in memory   read and parsed once (during the first epoch) and kept as tensors; every epoch
-              then shuffles the whole split (a buffer as large as the split), batches, crops and
-              augments from memory. Chosen when the split's examples fit the budget:
-              train.cache_bytes, never more than half the machine's memory, training split first.
+  in memory   read and parsed once (the first epoch, whose shuffle waits for the whole split)
+              and kept as tensors; every epoch then shuffles the whole split (a buffer as large
+              as the split), batches, crops and augments from memory. Chosen when the split's
+              examples fit the budget: train.cache_bytes, never more than half the machine's
+              memory, training split first.
   streaming   every epoch reads, decompresses and parses the TFRecords again through TFXIO,
               shuffling in its 10,000-example buffer: for a split too large to hold.
 
-What each costs is measured by benchmarks/train_speed.py, next to the model's own speed on
-tensors already in memory and the machine's matmul limit.
+benchmarks/train_speed.py measures both, next to the model alone and the machine's matmul limit:
+on a small CPU the input is a small share of a step, so memory saves CPU time more than it
+raises images/s; the convolutions decide the rest.
 """
 
 import os

@@ -62,6 +62,7 @@ def test_arguments_refuse_unknown_rows_and_empty_runs(capsys):
   assert train_speed.parse_args([]).rows == list(train_speed.ROWS)
 
 
+@pytest.mark.pipeline  # builds the Transform's examples with a real pipeline: not in test-fast
 def test_a_tiny_run_prints_a_row_per_measurement_with_positive_figures(tmp_path, capsys):
   data = tmp_path / 'cifake'
   for label, cls in enumerate(('REAL', 'FAKE')):
