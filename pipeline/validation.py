@@ -135,19 +135,22 @@ def _train_problem(config) -> Optional[str]:
     return f'train.jpeg_min_quality={train.jpeg_min_quality} is outside 1..99.'
   if not 0.2 <= train.blur_max_sigma <= 3:
     return f'train.blur_max_sigma={train.blur_max_sigma} is outside 0.2..3 (pixels).'
-  if train.strategy not in distribute.STRATEGIES:
-    return (f'train.strategy={train.strategy!r} is not one of '
-            f'{", ".join(distribute.STRATEGIES)}.')
-  if train.precision not in distribute.PRECISIONS:
-    return (f'train.precision={train.precision!r} is not one of '
-            f'{", ".join(distribute.PRECISIONS)}.')
+  return _choice_problem('train.strategy', train.strategy, distribute.STRATEGIES) or (
+      _choice_problem('train.precision', train.precision, distribute.PRECISIONS))
+
+
+def _choice_problem(key: str, value: str, choices) -> Optional[str]:
+  """A setting that names one of a fixed set."""
+  if value not in choices:
+    return f'{key}={value!r} is not one of {", ".join(choices)}.'
   return None
 
 
 def _image_problem(config) -> Optional[str]:
   image = config.image
-  if image.view not in views.VIEWS:
-    return f'image.view={image.view!r} is not one of {", ".join(views.VIEWS)}.'
+  problem = _choice_problem('image.view', image.view, views.VIEWS)
+  if problem:
+    return problem
   if not 8 <= image.size <= 1024:
     return f'image.size={image.size} is outside 8..1024.'
   if not 16 <= image.native_size <= 2048:
@@ -162,8 +165,9 @@ def _model_problem(config) -> Optional[str]:
   from fakedetect.components import backbones  # pylint: disable=g-import-not-at-top
   from fakedetect.components import filters  # pylint: disable=g-import-not-at-top
   model = config.model
-  if model.filter not in filters.FILTERS:
-    return f'model.filter={model.filter!r} is not one of {", ".join(filters.FILTERS)}.'
+  problem = _choice_problem('model.filter', model.filter, filters.FILTERS)
+  if problem:
+    return problem
   if model.backbone == 'auto':
     return None
   return backbones.check(model.backbone, model.weights)
