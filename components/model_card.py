@@ -1,6 +1,7 @@
 """ModelCardGenerator: the model card of every run, written after the Pusher.
 
   ImageExampleGen.report ──────────────┐
+  ArtifactSimulator.simulation ────────┤ (when simulate.enabled)
   Evaluator.evaluation ────────────────┤
   RobustnessGate.robustness, .blessing ┼─> ModelCardGenerator ─> model_card (model_card.md, .html)
   Trainer.model, .model_run ───────────┤     and, when pushed, <pushed version>/assets.extra/
@@ -31,6 +32,7 @@ from tfx.types import artifact as artifact_lib
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
+from fakedetect.components import artifact_simulator
 from fakedetect.components import evaluation_results
 from fakedetect.components import export
 from fakedetect.components import metrics
@@ -70,6 +72,7 @@ class Facts:
   refusals: List[str]  # why the gate refused the model; empty when blessed
   model_uri: str
   pushed_dir: Optional[str] = None  # the version folder the Pusher wrote; None: not pushed
+  simulation: Optional[Dict[str, Any]] = None  # simulation.json, when the ArtifactSimulator ran
 
 
 def wilson_interval(successes: float, n: float, z: float = 1.96):
@@ -88,7 +91,8 @@ def _json(path: str) -> Dict[str, Any]:
 
 
 def read_facts(report_uri: str, evaluation_uri: str, robustness_uri: str, model_uri: str,
-               model_run_uri: str, blessed: bool, pushed_dir: Optional[str] = None) -> Facts:
+               model_run_uri: str, blessed: bool, pushed_dir: Optional[str] = None,
+               simulation_uri: Optional[str] = None) -> Facts:
   """The facts of a card from the URIs of the run's artifacts (the component's inputs)."""
   # Here, not at the top: train imports Keras and keras-tuner, which building the DAG need not.
   from fakedetect.components import train  # pylint: disable=g-import-not-at-top
@@ -101,7 +105,8 @@ def read_facts(report_uri: str, evaluation_uri: str, robustness_uri: str, model_
       bars=evaluation_results.gate_bars(evaluation_uri), robustness=rob,
       metadata=export.read_metadata(path_utils.serving_model_path(model_uri)),
       history=_json(os.path.join(model_run_uri, train.HISTORY_FILE)), blessed=blessed,
-      refusals=refusals, model_uri=model_uri, pushed_dir=pushed_dir)
+      refusals=refusals, model_uri=model_uri, pushed_dir=pushed_dir,
+      simulation=artifact_simulator.read(simulation_uri) if simulation_uri else None)
 
 
 def _table(header: List[str], rows: List[List[Any]]) -> str:
@@ -218,6 +223,7 @@ def context(facts: Facts) -> Dict[str, Any]:
       'weights': meta.get('weights', 'none'),
       'early_stopping': meta.get('early_stopping_metric', 'val_loss'),
       'threshold_metric': meta.get('threshold_metric', 'f1'),
+      'simulation': facts.simulation,
       **evaluation, **_limitations(facts)}
 
 
@@ -265,12 +271,14 @@ def ModelCardGenerator(  # pylint: disable=invalid-name
     model_run: InputArtifact[standard_artifacts.ModelRun],
     pushed_model: InputArtifact[standard_artifacts.PushedModel],
     model_card: OutputArtifact[ModelCard],
+    simulation: InputArtifact[artifact_simulator.Simulation] = None,
 ) -> None:
   """Writes the card into its output; when the model was pushed, beside it too."""
   pushed = pushed_model.get_int_custom_property('pushed') == 1
   pushed_dir = pushed_model.get_string_custom_property('pushed_destination') if pushed else None
   facts = read_facts(report.uri, evaluation.uri, robustness.uri, model.uri, model_run.uri,
-                     blessing.get_int_custom_property('blessed') == 1, pushed_dir)
+                     blessing.get_int_custom_property('blessed') == 1, pushed_dir,
+                     simulation.uri if simulation else None)
   card = render(facts)
   write(model_card.uri, card)
   if pushed_dir:

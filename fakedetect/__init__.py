@@ -12,7 +12,7 @@ One import name for the three folders of this repository (setup.py maps them):
 # one import name recorded them as `components.<Class>`: the tools find artifacts by node and
 # output key, so those runs stay readable; their ExampleGen runs once more instead of hitting
 # the cache (its output type changed).
-ARTIFACT_TYPES = ('IngestReport', 'Robustness', 'ModelCard')
+ARTIFACT_TYPES = ('IngestReport', 'Simulation', 'Robustness', 'ModelCard')
 
 
 def __getattr__(name):
@@ -20,6 +20,9 @@ def __getattr__(name):
   if name == 'IngestReport':
     from fakedetect.components.image_example_gen import component  # pylint: disable=g-import-not-at-top
     return component.IngestReport
+  if name == 'Simulation':
+    from fakedetect.components import artifact_simulator  # pylint: disable=g-import-not-at-top
+    return artifact_simulator.Simulation
   if name == 'Robustness':
     from fakedetect.components import robustness  # pylint: disable=g-import-not-at-top
     return robustness.Robustness

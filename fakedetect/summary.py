@@ -96,6 +96,15 @@ def collect(config: PipelineConfig) -> Dict[str, Any]:
       'pushed_model': None,
   }
 
+  simulation = run.artifact(names.ARTIFACT_SIMULATOR, 'simulation')
+  if simulation is not None:
+    from fakedetect.components import artifact_simulator  # pylint: disable=g-import-not-at-top
+    result = artifact_simulator.read(simulation.uri)
+    summary['simulation'] = {key: result.get(key) for key in (
+        'mode', 'decoder', 'source', 'simulated', 'requested', 'too_large', 'epochs',
+        'dropped_real_fakes', 'final_l1')}
+    summary['simulation']['pairs'] = os.path.join(simulation.uri, artifact_simulator.PAIRS_FILE)
+
   model_run = run.artifact(names.TRAINER, 'model_run')
   if model_run is not None:
     history = _read_json(model_run, train.HISTORY_FILE)
@@ -173,6 +182,9 @@ def render(summary: Dict[str, Any]) -> str:
   for split, by_class in sorted(summary['counts'].items()):
     counts = ', '.join(f'{name} {n}' for name, n in sorted(by_class.items()))
     lines.append(f'  {split}: {counts}')
+  simulation = summary.get('simulation')
+  if simulation:
+    lines.append(_simulation_line(simulation))
   for warning in summary.get('data_warnings', []):
     lines.append(f'warning: {warning}')
   if summary['anomalies']:
@@ -210,6 +222,18 @@ def render(summary: Dict[str, Any]) -> str:
   if summary.get('training_curves'):
     lines.append(f"training curves: {summary['training_curves']}")
   return '\n'.join(lines)
+
+
+def _simulation_line(simulation: Dict[str, Any]) -> str:
+  """What the ArtifactSimulator added to (or took from) the training split."""
+  line = (f"simulated: {simulation['simulated']} training fakes as {simulation['source']} "
+          f"(mode {simulation['mode']}, {simulation['epochs']} epochs of GAN training)")
+  if simulation['mode'] == 'only':
+    line += f"; {simulation['dropped_real_fakes']} real fakes left out of training"
+  if simulation['simulated'] < simulation['requested']:
+    line += f" ({simulation['requested']} asked for: the training split has fewer reals"
+    line += (f", {simulation['too_large']} too large)" if simulation['too_large'] else ')')
+  return line + f"; real/simulated pairs: {simulation['pairs']}"
 
 
 def _number(value: Any) -> str:

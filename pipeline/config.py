@@ -140,6 +140,25 @@ class TrainConfig:
   cache_bytes: int = 4 * 2**30
 
 
+# components/artifact_simulator.py's modes and components/autogan.py's decoders.
+SIMULATE_MODES = ('add', 'only')
+SIMULATE_DECODERS = ('transposed', 'nearest')
+
+
+@dataclasses.dataclass
+class SimulateConfig:
+  """The ArtifactSimulator: fakes for the training split, made from its real images by a small
+  GAN with a generator's up-sampling stack (components/artifact_simulator.py)."""
+  enabled: bool = False
+  # add: simulated fakes next to the real ones; only: reals + simulated fakes, no real fake.
+  mode: str = 'add'
+  images: int = 1000  # real training images simulated from (each gives one fake)
+  # The generator's up-sampling: transposed (stride-2 transposed convs: a checkerboard) or
+  # nearest (nearest-neighbour x2 + conv).
+  decoder: str = 'transposed'
+  epochs: int = 10  # of the simulator's GAN training, one random crop of each image an epoch
+
+
 @dataclasses.dataclass
 class TunerConfig:
   enabled: bool = False
@@ -252,6 +271,7 @@ class PipelineConfig:
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
   tuner: TunerConfig = dataclasses.field(default_factory=TunerConfig)
+  simulate: SimulateConfig = dataclasses.field(default_factory=SimulateConfig)
   gate: GateConfig = dataclasses.field(default_factory=GateConfig)
   runner: RunnerConfig = dataclasses.field(default_factory=RunnerConfig)
 

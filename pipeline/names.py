@@ -12,6 +12,7 @@ TensorFlow that components/export.py (its writer) imports.
 
 # Node ids, in the DAG's order.
 IMAGE_EXAMPLE_GEN = 'ImageExampleGen'
+ARTIFACT_SIMULATOR = 'ArtifactSimulator'  # simulated fakes for training (simulate.enabled)
 STATISTICS_GEN = 'StatisticsGen'
 SCHEMA_GEN = 'SchemaGen'  # infers a schema (data.use_curated_schema=false)
 IMPORT_SCHEMA_GEN = 'ImportSchemaGen'  # imports the curated schema/ (the default)

@@ -1,10 +1,10 @@
 """Builds the TFX DAG from a PipelineConfig, as TFX's penguin example does.
 
-ImageExampleGen -> StatisticsGen -> ImportSchemaGen (curated schema/) or SchemaGen
--> ExampleValidator -> Transform -> [Tuner] -> Trainer -> Resolver(latest blessed) -> Evaluator
--> RobustnessGate (perturbations; the final blessing) -> Pusher -> ModelCardGenerator (the card,
-beside the pushed model). Runner-agnostic: BeamDagRunner runs it here (pipeline/runner.py),
-KubeflowV2DagRunner compiles it for Kubeflow / Vertex AI.
+ImageExampleGen -> [ArtifactSimulator] -> StatisticsGen -> ImportSchemaGen (curated schema/) or
+SchemaGen -> ExampleValidator -> Transform -> [Tuner] -> Trainer -> Resolver(latest blessed)
+-> Evaluator -> RobustnessGate (perturbations; the final blessing) -> Pusher -> ModelCardGenerator
+(the card, beside the pushed model). Runner-agnostic: BeamDagRunner runs it here
+(pipeline/runner.py), KubeflowV2DagRunner compiles it for Kubeflow / Vertex AI.
 """
 
 import json
@@ -14,6 +14,7 @@ from typing import List
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
+from fakedetect.components import artifact_simulator
 from fakedetect.components import features
 from fakedetect.components import model_card
 from fakedetect.components import perturb
@@ -104,6 +105,19 @@ def _user_code(module_file: str, fn_key: str, fn_path: str, packaged: bool) -> d
   return {'module_file': module_file} if packaged else {fn_key: fn_path}
 
 
+def simulator_for(config: PipelineConfig, examples):
+  """The ArtifactSimulator when simulate.enabled (else None). It trains on crops at the size the
+  model's view takes from native pixels: the local crop, or the global view's side."""
+  simulate = config.simulate
+  if not simulate.enabled:
+    return None
+  view = config.image.resolved()
+  return artifact_simulator.ArtifactSimulator(
+      examples=examples, mode=simulate.mode, images=simulate.images, decoder=simulate.decoder,
+      epochs=simulate.epochs, crop=view.crop_size if view.uses_local else view.size,
+      seed=config.train.seed).with_id(names.ARTIFACT_SIMULATOR)
+
+
 def create_components(config: PipelineConfig, packaged_modules: bool = True
                       ) -> List[tfx.types.BaseNode]:
   config, _ = auto.resolve(config)  # the CLI has resolved it already, saying what it chose
@@ -114,8 +128,13 @@ def create_components(config: PipelineConfig, packaged_modules: bool = True
       fake_dirs=config.data.fake_dirs,
       real_dirs=config.data.real_dirs,
       follow_outside_links=config.data.follow_outside_links).with_id(names.IMAGE_EXAMPLE_GEN)
+  simulator = simulator_for(config, example_gen.outputs['examples'])
+  # What training sees: the simulator's copy of the splits when it runs (simulated fakes in the
+  # training split only), else the ExampleGen's. Evaluation always reads the ExampleGen's.
+  training_examples = (simulator.outputs['simulated_examples'] if simulator
+                       else example_gen.outputs['examples'])
   statistics_gen = tfx.components.StatisticsGen(
-      examples=example_gen.outputs['examples']).with_id(names.STATISTICS_GEN)
+      examples=training_examples).with_id(names.STATISTICS_GEN)
   curated = os.path.join(config.data.schema_dir, SCHEMA_FILE)
   if config.data.use_curated_schema:
     schema_gen = tfx.components.ImportSchemaGen(
@@ -128,7 +147,7 @@ def create_components(config: PipelineConfig, packaged_modules: bool = True
       statistics=statistics_gen.outputs['statistics'],
       schema=schema_gen.outputs['schema']).with_id(names.EXAMPLE_VALIDATOR)
   transform = tfx.components.Transform(
-      examples=example_gen.outputs['examples'],
+      examples=training_examples,
       schema=schema_gen.outputs['schema'],
       custom_config=config.module_config().to_custom_config('image'),
       # Its pre-transform statistics repeat StatisticsGen's; post-transform ones would profile
@@ -198,8 +217,9 @@ def create_components(config: PipelineConfig, packaged_modules: bool = True
       model=trainer.outputs['model'],
       model_run=trainer.outputs['model_run'],
       pushed_model=pusher.outputs['pushed_model'],
+      simulation=simulator.outputs['simulation'] if simulator else None,
   ).with_id(names.MODEL_CARD_GENERATOR)
-  nodes = [example_gen, statistics_gen, schema_gen, example_validator, transform, tuner,
+  nodes = [example_gen, simulator, statistics_gen, schema_gen, example_validator, transform, tuner,
            trainer, model_resolver, evaluator, robustness_gate, pusher, card]
   nodes = [node for node in nodes if node is not None]
   for node in nodes:

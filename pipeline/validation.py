@@ -37,6 +37,8 @@ _RANGES = (
     ('train', 'last_block_factor', 0.25, 8.0, True),
     ('train', 'early_stopping_patience', 0, None, True),
     ('train', 'cache_bytes', 0, None, True),
+    ('simulate', 'images', 1, 10_000_000, True),
+    ('simulate', 'epochs', 1, 10_000, True),
     ('tuner', 'max_trials', 1, None, True),
     ('tuner', 'epochs_per_trial', 1, None, True),
     ('gate', 'min_precision', 0.0, 1.0, True),
@@ -50,7 +52,8 @@ _RANGES = (
 def problem(config: 'config_lib.PipelineConfig') -> Optional[str]:
   """What is wrong with config, in words a user can act on, or None."""
   for check in (_value_problem, _names_problem, _split_problem, _range_problem, _train_problem,
-                _image_problem, _model_problem, _recipe_problem, _runner_problem):
+                _image_problem, _model_problem, _recipe_problem, _simulate_problem,
+                _runner_problem):
     found = check(config)
     if found:
       return found
@@ -144,6 +147,12 @@ def _choice_problem(key: str, value: str, choices) -> Optional[str]:
   if value not in choices:
     return f'{key}={value!r} is not one of {", ".join(choices)}.'
   return None
+
+
+def _simulate_problem(config) -> Optional[str]:
+  simulate = config.simulate
+  return (_choice_problem('simulate.mode', simulate.mode, config_lib.SIMULATE_MODES) or
+          _choice_problem('simulate.decoder', simulate.decoder, config_lib.SIMULATE_DECODERS))
 
 
 def _image_problem(config) -> Optional[str]:
