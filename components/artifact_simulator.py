@@ -50,6 +50,7 @@ TRAIN_SPLIT = 'train'
 MAX_SIDE = 1024  # a whole-image reconstruction's activations grow with the pixels
 RESULT_FILE, LOSSES_FILE, PAIRS_FILE = 'simulation.json', 'losses.png', 'pairs.png'
 SIMULATED_FILE = 'simulated.gz'
+RECONSTRUCT_BATCH = 32
 
 
 class Simulation(artifact_lib.Artifact):
@@ -106,14 +107,19 @@ def simulate(simulator: autogan.Simulator, reals: List[Dict[str, Any]],
   """(serialized fake example, real pixels, reconstructed pixels) per real example (decoded:
   its pixels), in order."""
   source = source_name(simulator.shape.decoder)
-  for real, pixels in zip(reals, decoded):
-    reconstructed = simulator.reconstruct(pixels)
-    data = reencode.like(real[features.IMAGE_KEY], reconstructed)
-    meta = {'label': features.FAKE, 'source': source, 'format': real[features.FORMAT_KEY],
-            'height': int(real[features.HEIGHT_KEY]), 'width': int(real[features.WIDTH_KEY]),
-            'hash': hashlib.sha256(data).hexdigest(),
-            'path': f'{source}/{real[features.PATH_KEY]}'}
-    yield encoding.encode_examples([(data, meta)])[0], pixels, reconstructed
+  for run in autogan.same_size_runs(decoded, RECONSTRUCT_BATCH):
+    for i, reconstructed in zip(run, simulator.reconstruct([decoded[i] for i in run])):
+      yield _fake_example(reals[i], reconstructed, source), decoded[i], reconstructed
+
+
+def _fake_example(real: Dict[str, Any], reconstructed: np.ndarray, source: str) -> bytes:
+  """The serialized tf.Example of a reconstruction, encoded as its real source was."""
+  data = reencode.like(real[features.IMAGE_KEY], reconstructed)
+  meta = {'label': features.FAKE, 'source': source, 'format': real[features.FORMAT_KEY],
+          'height': int(real[features.HEIGHT_KEY]), 'width': int(real[features.WIDTH_KEY]),
+          'hash': hashlib.sha256(data).hexdigest(),
+          'path': f'{source}/{real[features.PATH_KEY]}'}
+  return encoding.encode_examples([(data, meta)])[0]
 
 
 def _copy_split(examples_uri: str, out_uri: str, split: str, keep_fakes: bool) -> Dict[str, int]:

@@ -148,12 +148,24 @@ class Simulator:
         on_epoch(epoch + 1, {name: values[-1] for name, values in history.items()})
     return history
 
-  def reconstruct(self, image: np.ndarray) -> np.ndarray:
-    """uint8 [h, w, 3] -> the generator's uint8 [h, w, 3] of it, whole: mirrored up to a multiple
-    of 2^levels on each side, reconstructed, cropped back."""
-    h, w = image.shape[:2]
+  def reconstruct(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
+    """uint8 [h, w, 3] images of one size -> the generator's uint8 [h, w, 3] of each, whole:
+    mirrored up to a multiple of 2^levels on each side, reconstructed, cropped back."""
+    h, w = images[0].shape[:2]
     m = self.shape.multiple
-    padded = np.pad(image, [(0, -h % m), (0, -w % m), (0, 0)], mode='reflect' if min(h, w) > 1
-                    else 'edge')
-    out = self.generator(padded[None].astype(np.float32) / 255.0, training=False)[0]
-    return np.clip(np.round(out.numpy()[:h, :w] * 255.0), 0, 255).astype(np.uint8)
+    pad = [(0, 0), (0, -h % m), (0, -w % m), (0, 0)]
+    batch = np.pad(np.stack(images), pad, mode='reflect' if min(h, w) > 1 else 'edge')
+    out = self.generator(batch.astype(np.float32) / 255.0, training=False).numpy()
+    return list(np.clip(np.round(out[:, :h, :w] * 255.0), 0, 255).astype(np.uint8))
+
+
+def same_size_runs(images: Sequence[np.ndarray], most: int) -> List[List[int]]:
+  """Indices of consecutive images of one size, at most `most` together: the batches a whole
+  dataset of one size (CIFAKE, FFHQ) is reconstructed in, one by one where sizes vary."""
+  runs: List[List[int]] = []
+  for i, image in enumerate(images):
+    if runs and len(runs[-1]) < most and images[runs[-1][0]].shape == image.shape:
+      runs[-1].append(i)
+    else:
+      runs.append([i])
+  return runs

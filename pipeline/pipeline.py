@@ -35,6 +35,7 @@ PREPROCESSING_FN = 'fakedetect.components.transform.preprocessing_fn'
 RUN_FN = 'fakedetect.components.train.run_fn'
 TUNER_FN = 'fakedetect.components.train.tuner_fn'
 SCHEMA_FILE = 'schema.pbtxt'
+SIMULATOR_CROP = 64
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -106,15 +107,17 @@ def _user_code(module_file: str, fn_key: str, fn_path: str, packaged: bool) -> d
 
 
 def simulator_for(config: PipelineConfig, examples):
-  """The ArtifactSimulator when simulate.enabled (else None). It trains on crops at the size the
-  model's view takes from native pixels: the local crop, or the global view's side."""
+  """The ArtifactSimulator when simulate.enabled (else None). It trains on native crops the size
+  the model's view takes (the local crop, or the global view's side), at most SIMULATOR_CROP px:
+  up-sampling traces are a few pixels wide, and the GAN's cost grows with the crop's area."""
   simulate = config.simulate
   if not simulate.enabled:
     return None
   view = config.image.resolved()
   return artifact_simulator.ArtifactSimulator(
       examples=examples, mode=simulate.mode, images=simulate.images, decoder=simulate.decoder,
-      epochs=simulate.epochs, crop=view.crop_size if view.uses_local else view.size,
+      epochs=simulate.epochs,
+      crop=min(view.crop_size if view.uses_local else view.size, SIMULATOR_CROP),
       seed=config.train.seed).with_id(names.ARTIFACT_SIMULATOR)
 
 

@@ -2,7 +2,8 @@
 
 ImageExampleGen and Transform hand their work to SDK worker processes (StatisticsGen and
 Evaluator stay in memory, the profile's default); the Transform and Trainer module code runs from
-the wheels TFX builds under the pipeline root (`_wheels/`), as on a remote runner.
+the wheels TFX builds under the pipeline root (`_wheels/`), as on a remote runner. The optional
+ArtifactSimulator is on (tiny), so the whole DAG, optional node included, runs from the CLI.
 """
 
 import glob
@@ -20,8 +21,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.pipeline]
 
 FAKEDETECT = [sys.executable, '-m', 'fakedetect']
 PER_CLASS = 60  # the smallest set whose splits hold both classes; the runner is under test
+SIMULATED = 20
 SETTINGS = ['--set', 'train.epochs=2', '--set', 'gate.min_precision=0',
-            '--set', 'gate.min_recall=0']
+            '--set', 'gate.min_recall=0', '--set', 'simulate.enabled=true',
+            '--set', f'simulate.images={SIMULATED}', '--set', 'simulate.epochs=1']
 
 
 @pytest.fixture(scope='module')
@@ -50,6 +53,19 @@ def test_run_completes_and_the_summary_names_the_runner(run):
   # The console keeps to progress: the workers' output goes to the log.
   assert 'Transform done' in run['result'].stderr
   assert 'Worker:' not in run['result'].stderr
+
+
+def test_the_summary_and_the_model_card_say_what_was_simulated(run):
+  summary = run['summary']
+  assert summary['components']['ArtifactSimulator'] == 'complete'
+  simulation = summary['simulation']
+  assert (simulation['simulated'], simulation['mode'], simulation['source']) == (
+      SIMULATED, 'add', 'simulated/transposed')
+  assert os.path.getsize(simulation['pairs']) > 0
+  assert (f'simulated: {SIMULATED} training fakes as simulated/transposed (mode add'
+          in run['result'].stdout)
+  card = open(os.path.join(summary['pushed_model'], 'assets.extra', 'model_card.md')).read()
+  assert f'the training split also held {SIMULATED} fakes' in ' '.join(card.split())
 
 
 def test_beam_work_ran_in_two_sdk_worker_processes(run):
