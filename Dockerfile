@@ -16,3 +16,5 @@ RUN uv pip install --system --no-cache --no-deps .
 # /fakedetect, `import fakedetect` would find the source folder fakedetect/ (the tools only)
 # instead of the installed package that maps pipeline/ and components/ into it.
 WORKDIR /
+# oneDNN's fused CPU kernels for the Trainer, as `fakedetect run` sets them (fakedetect/cli.py).
+ENV TF_ENABLE_ONEDNN_OPTS=1

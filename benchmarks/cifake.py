@@ -100,6 +100,7 @@ def run_plain_keras(data: str, image_size: int, hparams: dict, batch_size: int,
 
   held_out: the share kept from training, as the pipeline's eval + test splits are."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')  # as `fakedetect` sets it (fakedetect/cli.py)
   import warnings  # pylint: disable=g-import-not-at-top
   warnings.filterwarnings('ignore', category=FutureWarning)  # google-api-core on Python 3.10
   import keras  # pylint: disable=g-import-not-at-top

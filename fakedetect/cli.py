@@ -37,6 +37,11 @@ def _quiet_imports() -> None:
   warnings.filterwarnings('ignore', category=FutureWarning)
   warnings.filterwarnings('ignore', category=DeprecationWarning)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  # oneDNN's fused CPU kernels, which TensorFlow turns on by itself only on some Intel CPUs;
+  # training measured faster with them wherever we ran it (benchmarks/train_speed.py, README).
+  # Read when TensorFlow is first imported, so set here; TF_ENABLE_ONEDNN_OPTS=0 in the
+  # environment still turns them off.
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 
 
 @click.group(cls=_Commands, context_settings={'help_option_names': ['-h', '--help']})
