@@ -12,10 +12,11 @@ source `simulated/<decoder>`: next to the real fakes (mode `add`) or in their pl
 reals and simulated fakes, not one real fake). Eval and test are copied unchanged, so every
 metric, the threshold and the gate are still measured on real fakes only.
 
-The simulator sees native pixels, never the model's view: it trains on random `crop` px crops and
-reconstructs whole images, so a simulated fake reaches the Transform as a generated image would,
-and the view (resize or native crops, components/views.py) treats both alike. Images whose longer
-side exceeds MAX_SIDE are not simulated from (the run says how many).
+The simulator sees native pixels, never the model's view: it trains on random `crop` px crops
+(pipeline.py picks the size) and reconstructs whole images, so a simulated fake reaches the
+Transform as a generated image would, and the view (resize or native crops, components/views.py)
+treats both alike. Images whose longer side exceeds MAX_SIDE are not simulated from (the run
+says how many).
 """
 
 import hashlib
@@ -193,14 +194,15 @@ def ArtifactSimulator(  # pylint: disable=invalid-name
     examples: InputArtifact[standard_artifacts.Examples],
     simulated_examples: OutputArtifact[standard_artifacts.Examples],
     simulation: OutputArtifact[Simulation],
-    mode: Parameter[str] = ADD,
-    images: Parameter[int] = 1000,
-    decoder: Parameter[str] = autogan.TRANSPOSED,
-    epochs: Parameter[int] = 10,
-    crop: Parameter[int] = 64,
+    mode: Parameter[str],
+    images: Parameter[int],
+    decoder: Parameter[str],
+    epochs: Parameter[int],
+    crop: Parameter[int],
     seed: Parameter[int] = 0,
 ) -> None:
-  """The input's splits, with simulated fakes in the training split (see the module's doc)."""
+  """The input's splits, with simulated fakes in the training split (see the module's doc).
+  The settings' defaults and meaning: pipeline/config.py's SimulateConfig."""
   if mode not in MODES:
     raise SimulationError(f'simulate.mode={mode!r}: expected add or only.')
   split_names = artifact_utils.decode_split_names(examples.split_names)

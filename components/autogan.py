@@ -33,6 +33,9 @@ TRANSPOSED, NEAREST = DECODERS
 ADVERSARIAL_WEIGHT = 0.01
 # Adam with beta_1 0.5, as GANs since DCGAN; 5x their 2e-4, as a few hundred steps must do.
 LEARNING_RATE = 1e-3
+# An epoch is this many batches whatever the number of images: a small training split still
+# gets the steps a generator needs to reconstruct well, a large one is sampled.
+STEPS_PER_EPOCH = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,13 +132,17 @@ class Simulator:
     return {'l1': l1, 'adversarial': adversarial, 'discriminator': d_loss}
 
   def train(self, images: Sequence[np.ndarray], epochs: int, crop: int, batch_size: int = 16,
+            steps_per_epoch: int = STEPS_PER_EPOCH,
             on_epoch: Optional[Callable[[int, Dict[str, float]], None]] = None
             ) -> Dict[str, List[float]]:
-    """Per epoch, one random crop of every image; returns each loss's mean per epoch."""
+    """Per epoch, `steps_per_epoch` batches of random crops, every image in turn (each image as
+    often as the others); returns each loss's mean per epoch."""
     size = crop_size(images, crop, self.shape.multiple)
     history: Dict[str, List[float]] = {'l1': [], 'adversarial': [], 'discriminator': []}
+    needed = steps_per_epoch * batch_size
     for epoch in range(epochs):
-      order = self._rng.permutation(len(images))
+      order = np.concatenate([self._rng.permutation(len(images))
+                              for _ in range(-(-needed // len(images)))])[:needed]
       crops = random_crops([images[i] for i in order], size, self._rng)
       sums = dict.fromkeys(history, 0.0)
       for start in range(0, len(crops), batch_size):

@@ -156,7 +156,7 @@ class SimulateConfig:
   # The generator's up-sampling: transposed (stride-2 transposed convs: a checkerboard) or
   # nearest (nearest-neighbour x2 + conv).
   decoder: str = 'transposed'
-  epochs: int = 10  # of the simulator's GAN training, one random crop of each image an epoch
+  epochs: int = 8  # of the simulator's GAN training, 100 batches of random crops each
 
 
 @dataclasses.dataclass

@@ -35,7 +35,7 @@ PREPROCESSING_FN = 'fakedetect.components.transform.preprocessing_fn'
 RUN_FN = 'fakedetect.components.train.run_fn'
 TUNER_FN = 'fakedetect.components.train.tuner_fn'
 SCHEMA_FILE = 'schema.pbtxt'
-SIMULATOR_CROP = 64
+SIMULATOR_CROP = 32
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:

@@ -62,7 +62,7 @@ def test_the_generator_trains_and_reconstructs_odd_sized_images_whole(decoder):
   from fakedetect.components import autogan  # pylint: disable=g-import-not-at-top
   images = [_photo(i, 36, 44) for i in range(6)]
   simulator = autogan.Simulator(autogan.Shape(decoder=decoder, width=4))
-  history = simulator.train(images, epochs=2, crop=64, batch_size=4)
+  history = simulator.train(images, epochs=2, crop=64, batch_size=4, steps_per_epoch=3)
   assert set(history) == {'l1', 'adversarial', 'discriminator'}
   assert all(len(v) == 2 and all(np.isfinite(v)) for v in history.values())
   odd = [_photo(9, 37, 50), _photo(10, 37, 50)]
