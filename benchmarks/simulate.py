@@ -7,10 +7,11 @@ test split and, through `fakedetect evaluate`, on held-out sets that no run trai
              transposed-conv simulator against the nearest-neighbour generator and the reverse),
              and on faces-stylegan-256 / a CIFAKE subset (their own test splits: real StyleGAN and
              Stable Diffusion fakes), when --faces / --cifake are given
-  none/add   trained on reals and ONE demo generator (nearest_upsampler), without and with
-             simulated fakes added: in-distribution (its test split, and held-out fakes of the
-             same generator) and cross-generator (held-out transposed_conv fakes); the same pair
-             on faces when --faces is given (in-distribution only)
+  none/add   without and with simulated fakes added (the default settings): on the demo set
+             (both generators: in-distribution), on reals and ONE demo generator
+             (nearest_upsampler: its test split and held-out fakes of the same generator are
+             in-distribution, held-out transposed_conv fakes cross-generator), and on faces when
+             --faces is given (in-distribution only)
 The held-out demo sets are a fresh demo set (another seed): its reals with one generator's fakes
 per folder. `sim s` is the ArtifactSimulator's wall time, `sim share` its part of the run's.
 
@@ -50,6 +51,8 @@ ROWS: Dict[str, tuple] = {
                                                  'simulate.decoder=transposed'], GENERATORS),
     'demo-only-nearest': ('demo', SIMULATE + ['simulate.mode=only', 'simulate.decoder=nearest'],
                           GENERATORS),
+    'demo-none': ('demo', [], GENERATORS),
+    'demo-add': ('demo', SIMULATE, GENERATORS),
     'demo-nearest-none': ('demo-nearest', [], GENERATORS),
     'demo-nearest-add': ('demo-nearest', SIMULATE + ['simulate.decoder=transposed'], GENERATORS),
     'faces-only': ('faces', SIMULATE + ['simulate.mode=only'], ()),

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.pipeline]
 
 FAKEDETECT = [sys.executable, '-m', 'fakedetect']
 # Small enough for CI, large enough that a real CNN clears the default bars on the demo task.
-PER_CLASS = 300
+PER_CLASS = 200
 COMMON = ['--set', 'train.epochs=20', '--set', 'train.early_stopping_patience=8']
 
 
