@@ -20,6 +20,7 @@ says how many).
 """
 
 import hashlib
+import heapq
 import json
 import os
 import time
@@ -89,18 +90,23 @@ def _parse(record: bytes) -> Dict[str, Any]:
 
 def choose_reals(files: List[str], count: int) -> Tuple[List[Dict[str, Any]], int]:
   """(up to `count` real examples of the split, the first by content hash: the same ones every
-  run; how many reals were too large to simulate from)."""
-  reals, too_large = [], 0
-  for record in _records(files):
-    example = _parse(record)
-    if example[features.LABEL_KEY] != features.REAL:
-      continue
-    if max(example[features.HEIGHT_KEY], example[features.WIDTH_KEY]) > MAX_SIDE:
-      too_large += 1
-      continue
-    reals.append(example)
-  reals.sort(key=lambda example: example[features.HASH_KEY])
-  return reals[:count], too_large
+  run; how many reals were too large to simulate from). Holds only the `count` kept so far, not
+  the split: a folder of photos does not have to fit in memory."""
+  too_large = 0
+
+  def reals():
+    nonlocal too_large
+    for record in _records(files):
+      example = _parse(record)
+      if example[features.LABEL_KEY] != features.REAL:
+        continue
+      if max(example[features.HEIGHT_KEY], example[features.WIDTH_KEY]) > MAX_SIDE:
+        too_large += 1
+        continue
+      yield example
+
+  chosen = heapq.nsmallest(count, reals(), key=lambda example: example[features.HASH_KEY])
+  return chosen, too_large
 
 
 def simulate(simulator: autogan.Simulator, reals: List[Dict[str, Any]],
