@@ -56,6 +56,10 @@ def test_model_worse_than_the_baseline_is_refused_by_the_change_threshold_only(r
   summary = runs['worse_than_baseline']['summary']
   assert summary['blessed'] is False
   assert summary['pushed_model'] is None
+  assert 'blessed: NO' in runs['worse_than_baseline']['stdout']
+  # Nothing new was pushed: the serving folder holds the good model's version alone.
+  good = runs['good']['summary']['pushed_model']
+  assert os.listdir(os.path.dirname(good)) == [os.path.basename(good)]
   reasons = summary['not_blessed_because']
   assert len(reasons) == 1 and reasons[0].startswith('binary_accuracy changed by -'), reasons
   assert 'against the last blessed model' in reasons[0]
