@@ -93,10 +93,9 @@ def test_run_killed_in_trainer_resumes_and_never_exposes_a_half_version(tmp_path
   data = demo_runs.workspace(tmp_path_factory) / 'data'
   output = tmp_path_factory.mktemp('killed') / 'out'
   push_dir = os.path.join(str(output), names.SERVING_DIR, 'fakedetect')
-  # The model's quality is not under test here: the cheapest model that trains at all.
+  # The model's quality is not under test here.
   args = demo_runs.FAKEDETECT + ['run', '--data', str(data), '--output', str(output),
-                                 '--set', 'train.epochs=2', '--set', 'image.view=global',
-                                 '--set', 'image.size=32', '--set', 'model.backbone=cnn']
+                                 '--set', 'train.epochs=2'] + demo_runs.CHEAPEST_MODEL
   process = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                              start_new_session=True)
   deadline = time.monotonic() + 600
