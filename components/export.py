@@ -26,6 +26,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from fakedetect.components import features
+from fakedetect.components import model as model_lib
 from fakedetect.components import views
 from fakedetect.pipeline import names
 
@@ -147,9 +148,10 @@ class _ExportModule(tf.Module):
   """Holds the model, the Transform layer and the decision threshold as tracked state."""
 
   def __init__(self, model, tf_transform_output: tft.TFTransformOutput, threshold: float,
-               view: views.View, backbone: str):
+               view: views.View, backbone: str, flip_average: bool):
     super().__init__()
     self.model = model
+    self._flip_average = flip_average
     # The tf.Variables under Keras 3's variables, tracked as such: without them TF Serving (which
     # restores a SavedModel into a session) fails every request with 'Could not find variable'.
     self.model_variables = [v.value for v in model.variables]
@@ -164,7 +166,7 @@ class _ExportModule(tf.Module):
 
   def _predict(self, transformed: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     inputs = views.serving_inputs(transformed, self._view)
-    probability = tf.reshape(self.model(inputs, training=False), [-1])
+    probability = model_lib.fake_probabilities(self.model, inputs, self._flip_average)
     probability = tf.cast(probability, tf.float32)
     return {
         PROBABILITY_KEY: probability,
@@ -211,12 +213,13 @@ class _ExportModule(tf.Module):
 
 
 def export(model, tf_transform_output: tft.TFTransformOutput, export_dir: str, threshold: float,
-           view: views.View, extra_metadata: Dict[str, Any]) -> None:
+           view: views.View, extra_metadata: Dict[str, Any], flip_average: bool = False) -> None:
   """Saves the serving SavedModel (TF Serving layout is added by the Pusher's version folder).
 
-  `extra_metadata` must name the `backbone`; the view's settings are added here."""
+  `extra_metadata` must name the `backbone`; the view's settings are added here. `flip_average`
+  (train.flip_average): every signature scores an image and its mirror and averages the two."""
   module = _ExportModule(model, tf_transform_output, threshold, view,
-                         extra_metadata.get('backbone', ''))
+                         extra_metadata.get('backbone', ''), flip_average)
   signatures = {
       SERVING_SIGNATURE: module.serve_images.get_concrete_function(),
       EXAMPLE_SIGNATURE: module.serve_examples.get_concrete_function(),
@@ -228,7 +231,8 @@ def export(model, tf_transform_output: tft.TFTransformOutput, export_dir: str, t
   # them.
   tf.io.gfile.makedirs(os.path.join(export_dir, os.path.dirname(KERAS_FILE)))
   model.save(os.path.join(export_dir, KERAS_FILE))
-  metadata = dict(extra_metadata, threshold=float(threshold), view=view.name,
+  metadata = dict(extra_metadata, threshold=float(threshold), flip_average=flip_average,
+                  view=view.name,
                   image_size=view.size, crop_size=view.crop_size, native_size=view.native_size,
                   label_names=list(features.LABEL_NAMES))
   path = os.path.join(export_dir, METADATA_FILE)

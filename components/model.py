@@ -153,6 +153,19 @@ def build(view: views.View, arch: Architecture = Architecture(), width: int = 32
   return model
 
 
+def fake_probabilities(model: keras.Model, inputs: Dict[str, Any], flip_average: bool = False):
+  """The model's fake probabilities [b] for the view's `inputs`, as the threshold's choice and
+  the serving graph both compute them (so the threshold fits the scores served). With
+  `flip_average`, the mean of the scores of the inputs and of their mirror images (every input,
+  global image or crops, has its width on axis -2): the test-time half of the flip augmentation.
+  """
+  probability = keras.ops.reshape(model(inputs, training=False), (-1,))
+  if not flip_average:
+    return probability
+  mirrored = {name: keras.ops.flip(value, axis=-2) for name, value in inputs.items()}
+  return (probability + keras.ops.reshape(model(mirrored, training=False), (-1,))) / 2
+
+
 def fit_callbacks(model: keras.Model) -> List[keras.callbacks.Callback]:
   """Callbacks `model.fit` needs for this compiled model, placed before early stopping and any
   checkpointing. With `ema` on, the averaged weights are swapped in for every validation and at

@@ -78,10 +78,12 @@ def cosine_schedule(peak: float, epochs: int, floor: float = 0.02):
   return rate
 
 
-def _predict(model: keras.Model, dataset: tf.data.Dataset) -> Tuple[np.ndarray, np.ndarray]:
+def _predict(model: keras.Model, dataset: tf.data.Dataset,
+             flip_average: bool) -> Tuple[np.ndarray, np.ndarray]:
   labels, probabilities = [], []
   for images, batch_labels in dataset:
-    probabilities.append(model(images, training=False).numpy().ravel())
+    probabilities.append(np.asarray(
+        model_lib.fake_probabilities(model, images, flip_average)).ravel())
     labels.append(batch_labels.numpy().ravel())
   return np.concatenate(labels), np.concatenate(probabilities)
 
@@ -165,7 +167,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
   model = distribute.float32_copy(
       model, lambda: model_lib.build_from_hparams(view, arch, hparams, weights='none'))
-  labels, probabilities = _predict(model, eval_set)
+  labels, probabilities = _predict(model, eval_set, train.flip_average)
   threshold = metrics.best_threshold(labels, probabilities, train.threshold_metric)
   logging.info('Decision threshold %.4f (best %s on the eval split).', threshold,
                train.threshold_metric)
@@ -195,7 +197,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                                 'threshold_metric': train.threshold_metric,
                                 'early_stopping_metric': train.early_stopping_metric,
                                 'backbone': arch.backbone, 'filter': arch.filter,
-                                'weights': started_from})
+                                'weights': started_from},
+                flip_average=train.flip_average)
 
 
 class _HyperModel(keras_tuner.HyperModel):

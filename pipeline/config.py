@@ -123,6 +123,10 @@ class TrainConfig:
   jpeg_min_quality: int = 60
   blur_fraction: float = 0.1
   blur_max_sigma: float = 1.0
+  # Test-time flip averaging: the threshold's choice, TFMA and serving score an image and its
+  # mirror and average the two, so a score does not hang on which way the image faces. Needs a
+  # model trained on mirrored images (flip); costs a second forward pass per image.
+  flip_average: bool = False
   # Decision threshold chosen on the eval split: 'f1' or 'balanced_accuracy'.
   threshold_metric: str = 'f1'
   # Fault injection for testing the quality gate: train on shuffled labels.

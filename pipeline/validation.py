@@ -194,6 +194,10 @@ def _recipe_problem(config) -> Optional[str]:
     return (f'image.standardize scales the input of the own backbones ({", ".join(backbones.OWN)})'
             f'; {backbone} scales it as its ImageNet weights expect: use one of those, or '
             'image.standardize=false.')
+  if train.flip_average and not train.flip:
+    return ('train.flip_average averages the scores of an image and its mirror, which only a '
+            'model trained on mirrored images scores alike: use train.flip=true with it, or '
+            'train.flip_average=false.')
   if train.last_block_factor != 1 and backbone not in ('auto', 'cnn'):
     return (f'train.last_block_factor widens the cnn backbone\'s last block; {backbone} has no '
             'such setting: use model.backbone=cnn, or train.last_block_factor=1.')

@@ -66,6 +66,7 @@ def test_an_unknown_setting_in_custom_config_is_refused():
     (['model_name=.hidden'], 'is not a plain name'),
     (['model_name='], "model_name='' is not a plain name"),
     (['name=my pipeline'], "name='my pipeline' is not a plain name"),
+    (['train.flip_average=true', 'train.flip=false'], 'use train.flip=true with it'),
 ])
 def test_a_setting_out_of_its_range_is_refused_with_its_name_and_range(settings, words):
   problem = config_lib.validate(config_lib.PipelineConfig().with_overrides(settings))
@@ -78,6 +79,7 @@ def test_a_setting_out_of_its_range_is_refused_with_its_name_and_range(settings,
     ['data.train_percent=85', 'data.test_percent=0', 'gate.eval_split=eval'],
     ['train.learning_rate=1', 'train.dropout=0', 'train.early_stopping_patience=0'],
     ['model_name=faces-v2.1_b', 'runner.extra_args=--a=1,--b'], ['gate.min_precision=0'],
+    ['train.flip_average=true'],
 ])
 def test_settings_in_range_pass(settings):
   assert config_lib.validate(config_lib.PipelineConfig().with_overrides(settings)) is None

@@ -131,6 +131,36 @@ def test_rest_request_body_decoded_as_tf_serving_does(exported):
   assert os.path.exists(os.path.join(export_dir, 'saved_model.pb'))
 
 
+def test_flip_average_serves_an_image_and_its_mirror_the_same_score(exported, tmp_path,
+                                                                   transform_output_dir):
+  """train.flip_average: every signature scores the mean over the image and its mirror, so a
+  mirrored upload scores the same; without it the same model's two scores differ."""
+  import tensorflow as tf
+  import tensorflow_transform as tft
+  from fakedetect.components import export, features, views
+  plain_dir, model = exported
+  averaged_dir = str(tmp_path / 'averaged')
+  export.export(model, tft.TFTransformOutput(transform_output_dir[0]), averaged_dir,
+                threshold=0.37, view=views.View('global', 16),
+                extra_metadata={'backbone': 'cnn'}, flip_average=True)
+  pixels = random_image(16, 16, 5)
+  images = tf.constant([encode_image(pixels, 'PNG'), encode_image(pixels[:, ::-1], 'PNG')])
+  plain = tf.saved_model.load(plain_dir).signatures['serving_default'](image_bytes=images)
+  loaded = tf.saved_model.load(averaged_dir)
+  averaged = loaded.signatures['serving_default'](image_bytes=images)['fake_probability']
+  assert abs(float(plain['fake_probability'][0] - plain['fake_probability'][1])) > 1e-4
+  np.testing.assert_allclose(averaged[0], averaged[1], atol=1e-6)
+  np.testing.assert_allclose(averaged[0], np.mean(plain['fake_probability']), atol=1e-6)
+  examples = [tf.train.Example(features=tf.train.Features(feature={
+      features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b])),
+      features.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[1])),
+  })).SerializeToString() for b in images.numpy()]
+  by_example = loaded.signatures['serving_tf_example'](examples=tf.constant(examples))
+  np.testing.assert_allclose(by_example['fake_probability'], averaged, atol=1e-6)
+  assert export.read_metadata(averaged_dir)['flip_average'] is True
+  assert export.read_metadata(plain_dir)['flip_average'] is False
+
+
 def test_cosine_schedule_falls_from_peak_to_floor_monotonically():
   from fakedetect.components import train
   rate = train.cosine_schedule(5e-3, epochs=10, floor=0.02)
