@@ -166,8 +166,14 @@ class _ExportModule(tf.Module):
 
   def _predict(self, transformed: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     inputs = views.serving_inputs(transformed, self._view)
-    probability = model_lib.fake_probabilities(self.model, inputs, self._flip_average)
-    probability = tf.cast(probability, tf.float32)
+    # An empty request never reaches the model: oneDNN's convolutions on AVX512 CPUs return a
+    # wrongly shaped tensor for a batch of 0, which fails the request instead of answering [].
+    count = tf.shape(tf.nest.flatten(inputs)[0])[0]
+    probability = tf.cond(
+        count > 0,
+        lambda: tf.cast(model_lib.fake_probabilities(self.model, inputs, self._flip_average),
+                        tf.float32),
+        lambda: tf.zeros([0], tf.float32))
     return {
         PROBABILITY_KEY: probability,
         DECISION_KEY: tf.cast(probability >= self.threshold, tf.int64),
