@@ -238,9 +238,8 @@ def export(model, tf_transform_output: tft.TFTransformOutput, export_dir: str, t
   tf.io.gfile.makedirs(os.path.join(export_dir, os.path.dirname(KERAS_FILE)))
   model.save(os.path.join(export_dir, KERAS_FILE))
   metadata = dict(extra_metadata, threshold=float(threshold), flip_average=flip_average,
-                  view=view.name,
-                  image_size=view.size, crop_size=view.crop_size, native_size=view.native_size,
-                  label_names=list(features.LABEL_NAMES))
+                  view=view.name, image_size=view.size, crop_size=view.crop_size,
+                  native_size=view.native_size, label_names=list(features.LABEL_NAMES))
   path = os.path.join(export_dir, METADATA_FILE)
   tf.io.gfile.makedirs(os.path.dirname(path))
   with tf.io.gfile.GFile(path, 'w') as f:

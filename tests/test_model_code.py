@@ -94,16 +94,23 @@ def test_serving_default_scores_raw_encoded_images_of_any_size(exported):
   np.testing.assert_allclose(probs, np.ravel(direct), atol=1e-5)
 
 
-def test_example_signature_matches_serving_default_and_metadata(exported):
+def _serialized_examples(images):
+  """Serialized tf.Examples of the encoded images (labelled fake), as serving_tf_example takes."""
   import tensorflow as tf
-  from fakedetect.components import export, features
-  export_dir, _ = exported
-  loaded = tf.saved_model.load(export_dir)
-  images = [encode_image(random_image(20, 20, s), 'PNG') for s in range(3)]
-  examples = [tf.train.Example(features=tf.train.Features(feature={
+  from fakedetect.components import features
+  return [tf.train.Example(features=tf.train.Features(feature={
       features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b])),
       features.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[1])),
   })).SerializeToString() for b in images]
+
+
+def test_example_signature_matches_serving_default_and_metadata(exported):
+  import tensorflow as tf
+  from fakedetect.components import export
+  export_dir, _ = exported
+  loaded = tf.saved_model.load(export_dir)
+  images = [encode_image(random_image(20, 20, s), 'PNG') for s in range(3)]
+  examples = _serialized_examples(images)
   by_example = loaded.signatures['serving_tf_example'](examples=tf.constant(examples))
   by_bytes = loaded.signatures['serving_default'](image_bytes=tf.constant(images))
   np.testing.assert_allclose(by_example['fake_probability'], by_bytes['fake_probability'],
@@ -137,7 +144,7 @@ def test_flip_average_serves_an_image_and_its_mirror_the_same_score(exported, tm
   mirrored upload scores the same; without it the same model's two scores differ."""
   import tensorflow as tf
   import tensorflow_transform as tft
-  from fakedetect.components import export, features, views
+  from fakedetect.components import export, views
   plain_dir, model = exported
   averaged_dir = str(tmp_path / 'averaged')
   export.export(model, tft.TFTransformOutput(transform_output_dir[0]), averaged_dir,
@@ -151,10 +158,7 @@ def test_flip_average_serves_an_image_and_its_mirror_the_same_score(exported, tm
   assert abs(float(plain['fake_probability'][0] - plain['fake_probability'][1])) > 1e-4
   np.testing.assert_allclose(averaged[0], averaged[1], atol=1e-6)
   np.testing.assert_allclose(averaged[0], np.mean(plain['fake_probability']), atol=1e-6)
-  examples = [tf.train.Example(features=tf.train.Features(feature={
-      features.IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b])),
-      features.LABEL_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[1])),
-  })).SerializeToString() for b in images.numpy()]
+  examples = _serialized_examples(images.numpy())
   by_example = loaded.signatures['serving_tf_example'](examples=tf.constant(examples))
   np.testing.assert_allclose(by_example['fake_probability'], averaged, atol=1e-6)
   assert export.read_metadata(averaged_dir)['flip_average'] is True
