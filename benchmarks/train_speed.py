@@ -7,10 +7,12 @@ On benchmarks/cifake.py's RECIPE model (the default cnn at 32 px, batch 64, its 
 Trainer's dtype policy for this CPU), every row trains on the same CIFAKE subset, which the
 project's preprocessing_fn turned into transformed tf.Examples through tf.Transform once (gzipped
 TFRecords, as the Transform component writes them; kept in --workdir). Rows (ROWS below):
-  today         train.cache_bytes=0: TFXIO reads, decompresses and parses the TFRecords every
-                epoch, as the Trainer did before components/train_input.py
+  today         the Trainer before issue #18: TFXIO reads, decompresses and parses the TFRecords
+                every epoch (train.cache_bytes=0) and batch norm is Keras' own, unfused
+  streamed      the same with the fused batch norm (components/batch_norm.py)
   in-memory     the Trainer's input now: parsed once, then shuffled, batched and augmented from
-                memory; the rows below it change one thing (oneDNN: TF_ENABLE_ONEDNN_OPTS=1)
+                memory; the rows below it change one thing (oneDNN: TF_ENABLE_ONEDNN_OPTS=1;
+                keras-bn: Keras' BatchNormalization.call instead of the fused one)
   input-*       the input pipeline alone, no model: what it costs per image
   model-alone   one augmented batch already in memory, again and again: the model's ceiling
   matmul-*      a 2048^3 matmul in TensorFlow: the machine's limit (the best float32 one)
@@ -41,12 +43,17 @@ import cifake  # pylint: disable=g-import-not-at-top,wrong-import-position
 ONEDNN = {'TF_ENABLE_ONEDNN_OPTS': '1'}
 # name: (what it measures, the process environment, --set settings over cifake.RECIPE, options)
 ROWS: Dict[str, tuple] = {
-    'today': ('streamed every epoch (train.cache_bytes=0)', {}, ['train.cache_bytes=0'], {}),
+    'today': ('streamed, Keras\' batch norm (the Trainer before #18)', {},
+              ['train.cache_bytes=0'], {'keras_bn': True}),
+    'streamed': ('streamed every epoch (train.cache_bytes=0)', {}, ['train.cache_bytes=0'], {}),
     'in-memory': ('held in memory (the Trainer\'s default)', {}, [], {}),
+    'keras-bn': ('in memory, Keras\' batch norm', {}, [], {'keras_bn': True}),
     'input-today': ('input alone, streamed', {}, ['train.cache_bytes=0'], {'input_only': True}),
     'input-memory': ('input alone, in memory', {}, [], {'input_only': True}),
     'no-augment': ('in memory, no augmentation', {}, [], {'augment': False}),
     'model-alone': ('one batch in memory: the model alone', {}, [], {'alone': True}),
+    'keras-bn-alone': ('model alone, Keras\' batch norm', {}, [],
+                       {'alone': True, 'keras_bn': True}),
     'batch-128': ('in memory, batch 128', {}, ['train.batch_size=128'], {}),
     'xla': ('in memory, XLA (jit_compile)', {}, [], {'jit': True}),
     'inter-op-1': ('in memory, 1 inter-op thread', {}, [], {'inter_op': 1}),
@@ -167,6 +174,9 @@ def measure(row: str, root: str, passes: int) -> dict:
   from fakedetect.pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
 
   _, _, settings, options = ROWS[row]
+  if options.get('keras_bn'):
+    from fakedetect.components import batch_norm  # pylint: disable=g-import-not-at-top
+    batch_norm.FusedBatchNormalization.call = keras.layers.BatchNormalization.call
   if options.get('inter_op'):  # before TensorFlow's runtime starts
     tf.config.threading.set_inter_op_parallelism_threads(options['inter_op'])
   found = {'onednn': _onednn_enabled()}
@@ -219,15 +229,18 @@ def run_row(row: str, root: str, passes: int) -> dict:
 
 def table(results: Dict[str, List[dict]]) -> str:
   """A line per row, medians over repeats: images/s against today's (the input rows against
-  today's input), and GFLOP/s against the best float32 matmul measured (the machine's limit)."""
+  today's input), and GFLOP/s against the best matmul measured in the dtype the row trained in
+  (the machine's limit: bfloat16 for a mixed_bfloat16 row, float32 otherwise)."""
   def median(row, key):
     values = [r[key] for r in results.get(row, []) if key in r]
     return statistics.median(values) if values else None
-  limit = max((median(row, 'gflops') for row in results
-               if ROWS[row][3].get('matmul') == 'float32'), default=None)
+  limits = {dtype: max((median(row, 'gflops') for row in results
+                        if ROWS[row][3].get('matmul') == dtype), default=None)
+            for dtype in ('float32', 'bfloat16')}
   lines = []
   for row, found in results.items():
     speed, gflops = median(row, 'images_per_second'), median(row, 'gflops')
+    limit = limits['bfloat16' if found[0].get('precision') == 'mixed_bfloat16' else 'float32']
     today = median('input-today' if ROWS[row][3].get('input_only') else 'today',
                    'images_per_second')
     lines.append([row, ROWS[row][0], speed, speed / today if speed and today else None,

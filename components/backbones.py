@@ -21,6 +21,8 @@ from typing import Iterator, Optional, Tuple
 import keras
 import numpy as np
 
+from fakedetect.components import batch_norm
+
 OWN = ('cnn', 'resnet')
 WEIGHTS = ('none', 'imagenet', 'previous')
 # What Model.load_weights reads: Keras 3 weights, legacy H5 (ImageNet downloads) or a whole model.
@@ -149,7 +151,7 @@ def _cnn(inputs, width: int, depth: int, last_block_factor: float = 1.0):
       filters = max(1, round(filters * last_block_factor))
     for _ in range(2):
       x = keras.layers.Conv2D(filters, 3, padding='same', use_bias=False)(x)
-      x = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM)(x)
+      x = batch_norm.FusedBatchNormalization(momentum=_BN_MOMENTUM)(x)
       x = keras.layers.ReLU()(x)
     if block < depth - 1:
       x = keras.layers.MaxPooling2D()(x)
@@ -159,7 +161,7 @@ def _cnn(inputs, width: int, depth: int, last_block_factor: float = 1.0):
 def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, zero_gamma: bool = False):
   x = keras.layers.Conv2D(filters, kernel, strides=stride, padding='same', use_bias=False,
                           name=f'{name}_conv')(x)
-  return keras.layers.BatchNormalization(
+  return batch_norm.FusedBatchNormalization(
       momentum=_BN_MOMENTUM, gamma_initializer='zeros' if zero_gamma else 'ones',
       name=f'{name}_bn')(x)
 

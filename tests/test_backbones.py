@@ -83,19 +83,20 @@ def test_filter_survives_a_keras_save_and_load(name, tmp_path):
 
 
 # The original model's body (components/model.py at 71621e1, build(32): width 32, depth 3) before
-# global pooling: layer type, output shape, parameters. CIFAKE's results were measured on this.
+# global pooling: layer type, output shape, parameters. CIFAKE's results were measured on this
+# (with Keras' BatchNormalization, which FusedBatchNormalization computes the same, tested below).
 ORIGINAL_CNN_BODY = [
-    ('Conv2D', (32, 32, 32), 864), ('BatchNormalization', (32, 32, 32), 128),
+    ('Conv2D', (32, 32, 32), 864), ('FusedBatchNormalization', (32, 32, 32), 128),
     ('ReLU', (32, 32, 32), 0), ('Conv2D', (32, 32, 32), 9216),
-    ('BatchNormalization', (32, 32, 32), 128), ('ReLU', (32, 32, 32), 0),
+    ('FusedBatchNormalization', (32, 32, 32), 128), ('ReLU', (32, 32, 32), 0),
     ('MaxPooling2D', (16, 16, 32), 0),
-    ('Conv2D', (16, 16, 64), 18432), ('BatchNormalization', (16, 16, 64), 256),
+    ('Conv2D', (16, 16, 64), 18432), ('FusedBatchNormalization', (16, 16, 64), 256),
     ('ReLU', (16, 16, 64), 0), ('Conv2D', (16, 16, 64), 36864),
-    ('BatchNormalization', (16, 16, 64), 256), ('ReLU', (16, 16, 64), 0),
+    ('FusedBatchNormalization', (16, 16, 64), 256), ('ReLU', (16, 16, 64), 0),
     ('MaxPooling2D', (8, 8, 64), 0),
-    ('Conv2D', (8, 8, 128), 73728), ('BatchNormalization', (8, 8, 128), 512),
+    ('Conv2D', (8, 8, 128), 73728), ('FusedBatchNormalization', (8, 8, 128), 512),
     ('ReLU', (8, 8, 128), 0), ('Conv2D', (8, 8, 128), 147456),
-    ('BatchNormalization', (8, 8, 128), 512), ('ReLU', (8, 8, 128), 0),
+    ('FusedBatchNormalization', (8, 8, 128), 512), ('ReLU', (8, 8, 128), 0),
 ]
 
 
@@ -115,6 +116,37 @@ def test_cnn_backbone_is_the_original_cnn_body_layer_for_layer():
     if isinstance(layer, keras.layers.BatchNormalization):
       assert config['momentum'] == 0.9
   assert backbone.output_shape == (None, 128)
+
+
+def test_fused_batch_norm_trains_and_infers_as_keras_batch_norm(tmp_path):
+  """Same outputs, gradients and moving statistics as Keras' layer, in training and inference,
+  and a model with it survives a .keras round trip."""
+  import keras
+  import tensorflow as tf
+  from fakedetect.components import batch_norm
+  inputs = tf.constant(_images((4, 6, 5, 3)) * 3.0 + 1.0)
+  layers = [cls(momentum=0.9)
+            for cls in (keras.layers.BatchNormalization, batch_norm.FusedBatchNormalization)]
+  for layer in layers:
+    layer.build(inputs.shape)
+    layer.gamma.assign([0.5, 1.5, -1.0])
+    layer.beta.assign([0.1, -0.2, 0.3])
+  found = []
+  for layer in layers:
+    with tf.GradientTape() as tape:
+      tape.watch(inputs)
+      outputs = layer(inputs, training=True)
+      loss = tf.reduce_sum(outputs * _images(inputs.shape, seed=2))
+    grads = tape.gradient(loss, [inputs, layer.gamma, layer.beta])
+    found.append([outputs, *grads, layer.moving_mean, layer.moving_variance,
+                  layer(inputs, training=False)])
+  for keras_value, fused_value in zip(*found):
+    np.testing.assert_allclose(np.asarray(fused_value), np.asarray(keras_value),
+                               rtol=1e-3, atol=1e-4)
+  assert not np.allclose(np.asarray(found[0][5]), 1.0)  # the moving variance did move
+  model = keras.Sequential([keras.Input((6, 5, 3)), layers[1]])
+  before, after = _round_trip(model, tmp_path / 'bn.keras', np.asarray(inputs))
+  assert np.array_equal(before, after)
 
 
 @pytest.mark.parametrize('size, stem_stride', [(64, 1), (128, 2)])

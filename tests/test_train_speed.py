@@ -32,7 +32,7 @@ def _lines(text: str):
   return {cells[0]: cells for cells in (re.split(r'\s{2,}', row.strip()) for row in rows)}
 
 
-def test_table_shows_medians_ratios_to_today_and_the_best_float32_limit():
+def test_table_shows_medians_ratios_to_today_and_the_best_matmul_of_the_rows_dtype():
   results = {
       'today': [{'images_per_second': 100, 'gflops': 20, 'onednn': False},
                 {'images_per_second': 120, 'gflops': 24, 'onednn': False}],
@@ -42,6 +42,9 @@ def test_table_shows_medians_ratios_to_today_and_the_best_float32_limit():
       'input-memory': [{'images_per_second': 3000, 'onednn': False}],
       'matmul-f32': [{'gflops': 100, 'onednn': False}, {'gflops': 80, 'onednn': False}],
       'matmul-f32-onednn': [{'gflops': 150, 'onednn': True}],
+      'model-alone': [{'images_per_second': 500, 'gflops': 120, 'onednn': True,
+                       'precision': 'mixed_bfloat16'}],
+      'matmul-bf16': [{'gflops': 600, 'onednn': True}],
   }
   rows = _lines(train_speed.table(results))
   assert list(rows) == list(results)
@@ -50,12 +53,13 @@ def test_table_shows_medians_ratios_to_today_and_the_best_float32_limit():
   assert rows['in-memory'][2:] == ['210', '1.91', '4.50', '45.0', '30', '7.0', 'off']
   assert rows['input-memory'][3] == '3.00'  # input rows against today's input
   assert rows['matmul-f32'][-4:-2] == ['90.0', '60'] and rows['matmul-f32-onednn'][-1] == 'on'
+  assert rows['model-alone'][-4:-2] == ['120.0', '20']  # a bfloat16 row against the bf16 matmul
 
 
 def test_arguments_refuse_unknown_rows_and_empty_runs(capsys):
   with pytest.raises(SystemExit):
     train_speed.parse_args(['--rows', 'today', 'fastest'])
-  assert 'unknown row(s) fastest; known: today, in-memory' in capsys.readouterr().err
+  assert 'unknown row(s) fastest; known: today, streamed, in-memory' in capsys.readouterr().err
   with pytest.raises(SystemExit):
     train_speed.parse_args(['--images', '1'])
   assert '--images needs at least 2' in capsys.readouterr().err
