@@ -8,19 +8,23 @@ Trainer's dtype policy for this CPU), every row trains on the same CIFAKE subset
 project's preprocessing_fn turned into transformed tf.Examples through tf.Transform once (gzipped
 TFRecords, as the Transform component writes them; kept in --workdir). Rows (ROWS below):
   today         the Trainer before issue #18: TFXIO reads, decompresses and parses the TFRecords
-                every epoch (train.cache_bytes=0) and batch norm is Keras' own, unfused
-  streamed      the same with the fused batch norm (components/batch_norm.py)
+                every epoch (train.cache_bytes=0), batch norm is Keras' own, unfused, and
+                tf.data autotunes the input
+  streamed      the Trainer's model and input options now (components/batch_norm.py's fused
+                batch norm, autotuning off), streamed
   in-memory     the Trainer's input now: parsed once, then shuffled, batched and augmented from
                 memory; the rows below it change one thing (oneDNN: TF_ENABLE_ONEDNN_OPTS=1;
-                keras-bn: Keras' BatchNormalization.call instead of the fused one)
+                keras-bn: Keras' BatchNormalization.call instead of the fused one; autotune:
+                tf.data's autotuning on)
   input-*       the input pipeline alone, no model: what it costs per image
   model-alone   one augmented batch already in memory, again and again: the model's ceiling
-  matmul-*      a 2048^3 matmul in TensorFlow: the machine's limit (the best float32 one)
+  matmul-*      a 2048^3 matmul in TensorFlow: the machine's limit in each dtype
 Each row runs in a fresh process (oneDNN's switch is read when TensorFlow starts), the rows
 interleaved within each repeat so that a busy machine slows them alike. A process makes a first
 pass over the subset (tracing the model, filling the in-memory copy: its seconds are shown
 apart), then --passes timed passes, of which the fastest counts (the one other processes
-disturbed least); the table shows medians over repeats. CPU ms/image counts every thread of the
+disturbed least), and their mean (what a Trainer's epochs average, slow ones included); the
+table shows medians over repeats. CPU ms/image counts every thread of the
 process, which another process's load barely changes. Validation passes are not included, unlike
 the Trainer's history.json figure. GFLOP/s counts 6 FLOPs per multiply-add of the model's Conv2D
 and Dense layers per image (forward, and the backward pass's two products).
@@ -44,10 +48,11 @@ ONEDNN = {'TF_ENABLE_ONEDNN_OPTS': '1'}
 # name: (what it measures, the process environment, --set settings over cifake.RECIPE, options)
 ROWS: Dict[str, tuple] = {
     'today': ('streamed, Keras\' batch norm (the Trainer before #18)', {},
-              ['train.cache_bytes=0'], {'keras_bn': True}),
+              ['train.cache_bytes=0'], {'keras_bn': True, 'autotune': True}),
     'streamed': ('streamed every epoch (train.cache_bytes=0)', {}, ['train.cache_bytes=0'], {}),
     'in-memory': ('held in memory (the Trainer\'s default)', {}, [], {}),
     'keras-bn': ('in memory, Keras\' batch norm', {}, [], {'keras_bn': True}),
+    'autotune': ('in memory, tf.data autotuning on (as before)', {}, [], {'autotune': True}),
     'input-today': ('input alone, streamed', {}, ['train.cache_bytes=0'], {'input_only': True}),
     'input-memory': ('input alone, in memory', {}, [], {'input_only': True}),
     'no-augment': ('in memory, no augmentation', {}, [], {'augment': False}),
@@ -159,7 +164,9 @@ def _fastest(marks: List[tuple], images: int) -> dict:
   """The fastest pass between (wall, CPU) time marks after the first pass: its images/s and
   CPU ms per image (all of this process's threads)."""
   wall, cpu = min((b[0] - a[0], b[1] - a[1]) for a, b in zip(marks[1:], marks[2:]))
+  every = (marks[-1][0] - marks[1][0]) / (len(marks) - 2)
   return {'images_per_second': images / wall, 'cpu_ms_per_image': 1000 * cpu / images,
+          'mean_images_per_second': images / every,
           'first_pass_seconds': marks[1][0] - marks[0][0], 'images_per_pass': images}
 
 
@@ -195,6 +202,10 @@ def measure(row: str, root: str, passes: int) -> dict:
       in_memory=count if size <= train_input.memory_budget(train.cache_bytes) else None)
   if options.get('augment', True):
     data = train_input.augmented(data, hparams)
+  if options.get('autotune'):
+    tuning = tf.data.Options()
+    tuning.autotune.enabled = True
+    data = data.with_options(tuning)
   marks = [(time.monotonic(), time.process_time())]
   mark = lambda *_: marks.append((time.monotonic(), time.process_time()))
   if options.get('input_only'):
@@ -204,7 +215,8 @@ def measure(row: str, root: str, passes: int) -> dict:
       mark()
     return {**found, **_fastest(marks, count)}
   if options.get('alone'):
-    data = tf.data.Dataset.from_tensors(next(iter(data))).repeat(-(-count // train.batch_size))
+    data = tf.data.Dataset.from_tensors(next(iter(data))).repeat(
+        -(-count // train.batch_size)).with_options(data.options())
     count = -(-count // train.batch_size) * train.batch_size
   model = model_lib.build_from_hparams(view, model_lib.Architecture(), hparams)
   model.jit_compile = bool(options.get('jit'))
@@ -241,15 +253,18 @@ def table(results: Dict[str, List[dict]]) -> str:
   for row, found in results.items():
     speed, gflops = median(row, 'images_per_second'), median(row, 'gflops')
     limit = limits['bfloat16' if found[0].get('precision') == 'mixed_bfloat16' else 'float32']
-    today = median('input-today' if ROWS[row][3].get('input_only') else 'today',
-                   'images_per_second')
-    lines.append([row, ROWS[row][0], speed, speed / today if speed and today else None,
+    baseline = 'input-today' if ROWS[row][3].get('input_only') else 'today'
+    today, mean = median(baseline, 'images_per_second'), median(row, 'mean_images_per_second')
+    today_mean = median(baseline, 'mean_images_per_second')
+    lines.append([row, ROWS[row][0], speed, speed / today if speed and today else None, mean,
+                  mean / today_mean if mean and today_mean else None,
                   median(row, 'cpu_ms_per_image'), gflops,
                   100 * gflops / limit if gflops and limit else None,
                   median(row, 'first_pass_seconds'), 'on' if found[0]['onednn'] else 'off'])
-  return tabulate(lines, headers=['row', 'what', 'images/s', 'x today', 'CPU ms/image',
-                                  'GFLOP/s', '% of limit', 'first pass s', 'oneDNN'],
-                  floatfmt=('', '', '.0f', '.2f', '.2f', '.1f', '.0f', '.1f', ''),
+  return tabulate(lines, headers=['row', 'what', 'images/s', 'x today', 'mean images/s',
+                                  'x today', 'CPU ms/image', 'GFLOP/s', '% of limit',
+                                  'first pass s', 'oneDNN'],
+                  floatfmt=('', '', '.0f', '.2f', '.0f', '.2f', '.2f', '.1f', '.0f', '.1f', ''),
                   missingval='-')
 
 

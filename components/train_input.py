@@ -95,7 +95,14 @@ def dataset(files: List[str], data_accessor, tf_transform_output: tft.TFTransfor
       label = tf.random.shuffle(label, seed=seed)
     return inputs(transformed, view), label
 
-  return examples.map(_to_pair, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+  # tf.data's autotuning off: with it, whole training epochs on a 2-core machine ran on about
+  # one core (mean epoch 1,366 and 1,473 against 1,805 and 1,862 images/s without it, the
+  # fastest epochs alike; benchmarks/train_speed.py's `autotune` row). AUTOTUNE then means one
+  # parallel call per core, and a prefetch buffer that grows as the model waits.
+  tuning = tf.data.Options()
+  tuning.autotune.enabled = False
+  return examples.map(_to_pair, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+      tf.data.AUTOTUNE).with_options(tuning)
 
 
 def train_and_eval(fn_args, tf_transform_output: tft.TFTransformOutput, view: views.View,

@@ -106,6 +106,16 @@ def test_streamed_training_is_shuffled_with_every_example(global_split):
   assert sorted(ids) == list(range(COUNT)) and labels == [i % 2 for i in ids]
 
 
+@pytest.mark.parametrize('in_memory', [None, COUNT])
+def test_input_runs_without_tf_data_autotuning(global_split, in_memory):
+  """Autotuning cost whole epochs half the cores (train_input.dataset); augmentation's map
+  downstream inherits the setting."""
+  from fakedetect.components import train_input
+  dataset = _dataset(global_split, training=True, in_memory=in_memory)
+  assert dataset.options().autotune.enabled is False
+  assert train_input.augmented(dataset, {'flip': True}).options().autotune.enabled is False
+
+
 def test_split_size_counts_examples_and_their_bytes(global_split, tmp_path):
   from fakedetect.components import train_input
   count, size = train_input.split_size([global_split[1]])

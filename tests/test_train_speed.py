@@ -34,10 +34,12 @@ def _lines(text: str):
 
 def test_table_shows_medians_ratios_to_today_and_the_best_matmul_of_the_rows_dtype():
   results = {
-      'today': [{'images_per_second': 100, 'gflops': 20, 'onednn': False},
-                {'images_per_second': 120, 'gflops': 24, 'onednn': False}],
-      'in-memory': [{'images_per_second': 210, 'gflops': 45, 'cpu_ms_per_image': 4.5,
-                     'first_pass_seconds': 7.0, 'onednn': False}],
+      'today': [{'images_per_second': 100, 'mean_images_per_second': 80, 'gflops': 20,
+                 'onednn': False},
+                {'images_per_second': 120, 'mean_images_per_second': 100, 'gflops': 24,
+                 'onednn': False}],
+      'in-memory': [{'images_per_second': 210, 'mean_images_per_second': 180, 'gflops': 45,
+                     'cpu_ms_per_image': 4.5, 'first_pass_seconds': 7.0, 'onednn': False}],
       'input-today': [{'images_per_second': 1000, 'onednn': False}],
       'input-memory': [{'images_per_second': 3000, 'onednn': False}],
       'matmul-f32': [{'gflops': 100, 'onednn': False}, {'gflops': 80, 'onednn': False}],
@@ -48,9 +50,11 @@ def test_table_shows_medians_ratios_to_today_and_the_best_matmul_of_the_rows_dty
   }
   rows = _lines(train_speed.table(results))
   assert list(rows) == list(results)
-  assert rows['today'][2:4] == ['110', '1.00']
-  # in-memory: 210 images/s = 1.91x today's median; 45 GFLOP/s = 30 % of the best matmul (150).
-  assert rows['in-memory'][2:] == ['210', '1.91', '4.50', '45.0', '30', '7.0', 'off']
+  assert rows['today'][2:6] == ['110', '1.00', '90', '1.00']
+  # in-memory: 210 images/s = 1.91x today's median, 180 on the mean of its passes = 2.00x
+  # today's; 45 GFLOP/s = 30 % of the best float32 matmul (150).
+  assert rows['in-memory'][2:] == ['210', '1.91', '180', '2.00', '4.50', '45.0', '30', '7.0',
+                                   'off']
   assert rows['input-memory'][3] == '3.00'  # input rows against today's input
   assert rows['matmul-f32'][-4:-2] == ['90.0', '60'] and rows['matmul-f32-onednn'][-1] == 'on'
   assert rows['model-alone'][-4:-2] == ['120.0', '20']  # a bfloat16 row against the bf16 matmul
@@ -80,12 +84,13 @@ def test_a_tiny_run_prints_a_row_per_measurement_with_positive_figures(tmp_path,
                     '--repeats', '1', '--passes', '1', '--rows', *rows, '--json', str(record)])
   printed = capsys.readouterr().out
   table = _lines(printed.split('==\n', 1)[1].split('\nbfloat16')[0])
-  assert list(table) == rows and all(len(cells) == 9 for cells in table.values())
+  assert list(table) == rows and all(len(cells) == 11 for cells in table.values())
   assert table['today'][3] == '1.00' and table['onednn'][-1] == 'on'
   results = json.loads(record.read_text())
   for row in rows[:-1]:
     (found,) = results[row]
     assert found['images_per_second'] > 0 and found['cpu_ms_per_image'] > 0
+    assert found['mean_images_per_second'] > 0
     assert found['images_per_pass'] == 200
   assert all(results[row][0]['gflops'] > 0 for row in rows if row != 'input-memory')
   assert results['today'][0]['training_flops_per_image'] == pytest.approx(231_801_600)
